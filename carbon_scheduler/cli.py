@@ -1,0 +1,165 @@
+"""Command line: `carbon-scheduler replay|trace|forecast ...`, and `replay` as a
+command of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from carbon_scheduler import __version__
+from carbon_scheduler.logs import configure_logging
+
+DEFAULT_OUT = Path("replay-out")
+EXIT_INPUT_ERROR = 2
+
+
+def default_regions_path() -> Path:
+    """`regions.toml` in the working directory, else the copy shipped in the package."""
+    local = Path("regions.toml")
+    if local.is_file():
+        return local
+    return Path(str(resources.files("carbon_scheduler").joinpath("data/regions.toml")))
+
+
+def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("trace", type=Path, help="carbon-intensity trace (CSV: long, wide, or Electricity Maps export)")
+    parser.add_argument("--workload", type=Path, help="workload CSV or JSON lines; default: a generated one")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated workload (default 1)")
+    parser.add_argument(
+        "--days",
+        default="28",
+        help="days of trace the generated workload covers, after a week of history, or 'all' (default 28)",
+    )
+    parser.add_argument(
+        "--tasks-per-hour", type=float, help="mean arrivals per hour of the generated workload (default: the generator's)"
+    )
+    parser.add_argument("--regions", type=Path, help="regions config (default: ./regions.toml, else the bundled demo)")
+    parser.add_argument("--forecaster", help="forecaster for window planning (default: the config's)")
+    parser.add_argument("--expected", type=Path, help="JSON of expected shares: {class: {region: share}}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default replay-out/)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--quiet", action="store_true", help="print no progress bar")
+    parser.add_argument(
+        "--jobs", type=int, help="worker processes for the three policies (default: one per policy and core)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carbon-scheduler", description="Carbon-aware multi-region scheduler for Kubernetes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="warning", help="log level: debug, info, warning, error (default warning)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    replay = commands.add_parser("replay", help="simulate the scheduler, a carbon-blind baseline and an oracle on a trace")
+    _add_replay_arguments(replay)
+
+    trace = commands.add_parser("trace", help="make or inspect carbon traces")
+    trace_commands = trace.add_subparsers(dest="trace_command", required=True)
+    synth = trace_commands.add_parser("synth", help="write the synthetic demo trace")
+    synth.add_argument("--out", type=Path, default=Path("traces/demo.csv"), help="output CSV (default traces/demo.csv)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "replay":
+        return run_replay_command(args)
+    if args.command == "trace" and args.trace_command == "synth":
+        return run_synth_command(args)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def replay_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `replay` command, the same as `carbon-scheduler replay`."""
+    return main(["replay", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run_replay_command(args: argparse.Namespace) -> int:
+    from carbon_scheduler.carbon.traces import TraceError
+    from carbon_scheduler.config import ConfigError, load_config
+    from carbon_scheduler.replay.context import ReplayInputError
+    from carbon_scheduler.replay.plots import write_plots
+    from carbon_scheduler.replay.run import ReplayOptions, replay
+    from carbon_scheduler.replay.summary import summarize, write_summary
+    from carbon_scheduler.replay.table import print_report
+    from carbon_scheduler.replay.taskcsv import write_tasks_csv
+    from carbon_scheduler.replay.workload import WorkloadError
+
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        days = None if args.days == "all" else float(args.days)
+    except ValueError:
+        errors.print(f"error: --days takes a number of days or 'all', got {args.days!r}", markup=False)
+        return EXIT_INPUT_ERROR
+    options = ReplayOptions(
+        trace=args.trace,
+        seed=args.seed,
+        days=days,
+        workload=args.workload,
+        tasks_per_hour=args.tasks_per_hour,
+        forecaster=args.forecaster,
+        expected=args.expected,
+    )
+    try:
+        config = load_config(args.regions or default_regions_path())
+        if args.quiet:
+            result = replay(options, config, jobs=args.jobs)
+        else:
+            with _progress_bar(errors) as bar:
+                bars: dict[str, int] = {}
+
+                def advance(policy: str, count: int) -> None:
+                    if policy not in bars:
+                        bars[policy] = bar.add_task(f"replay: {policy}", total=None)
+                    bar.advance(bars[policy], count)
+
+                result = replay(options, config, jobs=args.jobs, progress=advance)
+    except (ConfigError, TraceError, WorkloadError, ReplayInputError, ValueError, OSError) as error:
+        errors.print(f"error: {error}", markup=False, highlight=False)
+        return EXIT_INPUT_ERROR
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(result)
+    write_summary(summary, args.out / "summary.json")
+    write_tasks_csv(result, args.out / "tasks.csv")
+    written = [args.out / "summary.json", args.out / "tasks.csv"]
+    if not args.no_plots:
+        written += write_plots(result, args.out)
+    print_report(summary, console)
+    console.print("wrote " + ", ".join(str(path) for path in written), markup=False, highlight=False)
+    return 0
+
+
+def _progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def run_synth_command(args: argparse.Namespace) -> int:
+    from carbon_scheduler.carbon.synthetic import make_demo_trace
+    from carbon_scheduler.carbon.traces import write_trace
+
+    trace = make_demo_trace()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_trace(trace, args.out)
+    print(f"wrote {args.out}: {trace.steps} steps of {', '.join(trace.regions)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,613 @@
+"""Loading and validation of `regions.toml`.
+
+`tomllib` turns the text into dicts, and a schema reader then walks them, turning
+each table into the immutable types of `config.types`. The reader does not stop at
+the first problem: it records every problem with its key path and line and raises a
+single ConfigError at the end, so one run lists everything a user has to fix. Lines
+come from `source_map`, because `tomllib` reports none.
+
+Schema (every table is optional, but at least one `[regions.NAME]` is required):
+
+    [scheduler]               the fields of SchedulerSettings
+    [regions.NAME]            max_pods, pue, kubeconfig, context, namespaces
+    [regions.NAME.levels]     mode = "absolute" | "relative", and that mode's thresholds
+    [regions.NAME.energy]     the fields of EnergyModel
+    [[regions.NAME.nodes]]    name, cpu, memory, ephemeral_storage, pods, labels,
+                              taints, ready, unschedulable, extended
+    [regions.NAME.carbon]     source = "static" | "replay", and that source's keys;
+                              other keys pass through to CarbonSourceSpec.options
+
+Relative paths (`kubeconfig`, `carbon.trace`) are resolved against the directory of
+the configuration file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from carbon_scheduler.config.errors import ConfigError, ConfigIssue
+from carbon_scheduler.config.names import (
+    dns_label_problem,
+    dns_subdomain_problem,
+    extended_resource_problem,
+    label_value_problem,
+    qualified_name_problem,
+)
+from carbon_scheduler.config.reader import MISSING, REQUIRED, TableReader, in_range
+from carbon_scheduler.config.source_map import KeyPath, build_source_map, format_key_path
+from carbon_scheduler.config.types import (
+    AbsoluteLevels,
+    CarbonSourceKind,
+    CarbonSourceSpec,
+    Config,
+    EnergyModel,
+    LevelThresholds,
+    RegionSpec,
+    RelativeLevels,
+    SchedulerSettings,
+)
+from carbon_scheduler.model import Node, Resources, Taint, TaintEffect
+
+STRING_SOURCE = "<string>"
+
+TOP_KEYS = ("scheduler", "regions")
+SCHEDULER_KEYS = tuple(field.name for field in fields(SchedulerSettings))
+REGION_KEYS = (
+    "max_pods",
+    "pue",
+    "kubeconfig",
+    "context",
+    "namespaces",
+    "levels",
+    "energy",
+    "nodes",
+    "carbon",
+)
+LEVEL_MODES = ("absolute", "relative")
+ABSOLUTE_LEVEL_KEYS = ("mode", "low_below_g_per_kwh", "high_above_g_per_kwh")
+RELATIVE_LEVEL_KEYS = ("mode", "low_below_percentile", "high_above_percentile", "history_hours")
+ENERGY_KEYS = tuple(field.name for field in fields(EnergyModel))
+NODE_KEYS = (
+    "name",
+    "cpu",
+    "memory",
+    "ephemeral_storage",
+    "pods",
+    "labels",
+    "taints",
+    "ready",
+    "unschedulable",
+    "extended",
+)
+TAINT_KEYS = ("key", "value", "effect")
+# The keys this loader reads for each carbon source. Every other key of a
+# `[regions.NAME.carbon]` table goes to CarbonSourceSpec.options unchecked, for the
+# source itself to read.
+CARBON_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    CarbonSourceKind.STATIC.value: ("intensity_g_per_kwh",),
+    CarbonSourceKind.REPLAY.value: ("trace", "seconds_per_hour"),
+}
+# Without `seconds_per_hour` a replayed trace runs in real time: one hour per hour.
+DEFAULT_SECONDS_PER_HOUR = 3600.0
+
+_DEFAULT_SCHEDULER = SchedulerSettings()
+_DEFAULT_LEVELS = RelativeLevels()
+_DEFAULT_ENERGY = EnergyModel()
+_DEFAULT_REGION = RegionSpec(name="default")
+_DEFAULT_NODE_PODS = Node(name="default", allocatable=Resources()).allocatable_pods
+
+# tomllib ends each message with "(at line L, column C)" or "(at end of document)".
+_TOML_POSITION = re.compile(
+    r"(?P<message>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)",
+    re.DOTALL,
+)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a `regions.toml` file.
+
+    Raises ConfigError for a file that cannot be read, is not UTF-8, is not valid
+    TOML or does not match the schema.
+    """
+    file = os.fspath(path)
+    try:
+        data = Path(file).read_bytes()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        issue = ConfigIssue(file, None, "", f"cannot read the configuration file: {reason}")
+        raise ConfigError([issue]) from error
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        message = f"invalid UTF-8 at byte {error.start}; save the file as UTF-8"
+        raise ConfigError([ConfigIssue(file, line, "", message)]) from error
+    return parse_config(text, file)
+
+
+def parse_config(text: str, path: str = STRING_SOURCE) -> Config:
+    """Parse and validate the text of a `regions.toml`.
+
+    `path` names the file in error messages, and relative paths inside the text are
+    resolved against its directory. With the default "<string>", relative paths stay
+    relative to the working directory. Raises ConfigError listing every problem.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([_syntax_issue(error, text, path)]) from error
+    except RecursionError as error:
+        message = "invalid TOML: arrays or inline tables are nested too deeply"
+        raise ConfigError([ConfigIssue(path, None, "", message)]) from error
+
+    base_dir = None if path == STRING_SOURCE else Path(path).parent
+    reader = _SchemaReader(path, build_source_map(text), base_dir)
+    scheduler, regions = reader.read_document(document)
+    if reader.issues:
+        raise ConfigError(reader.issues)
+    return Config(
+        scheduler=scheduler,
+        regions=regions,
+        path=None if path == STRING_SOURCE else path,
+    )
+
+
+def _syntax_issue(error: tomllib.TOMLDecodeError, text: str, path: str) -> ConfigIssue:
+    """Move tomllib's "(at line L, column C)" suffix into the issue's position."""
+    raw = str(error)
+    match = _TOML_POSITION.fullmatch(raw)
+    if match is None:
+        return ConfigIssue(path, None, "", f"invalid TOML: {raw}")
+    message = match.group("message")
+    message = message[:1].lower() + message[1:]
+    if match.group("line") is not None:
+        line, column = int(match.group("line")), int(match.group("column"))
+    else:
+        lines = text.split("\n")
+        line, column = len(lines), len(lines[-1]) + 1
+    return ConfigIssue(path, line, "", f"invalid TOML: {message}", column)
+
+
+class _SchemaReader(TableReader):
+    """Reads the `regions.toml` schema with the typed getters of TableReader."""
+
+    def read_document(
+        self, document: dict[str, Any]
+    ) -> tuple[SchedulerSettings, tuple[RegionSpec, ...]]:
+        self.check_keys(document, (), TOP_KEYS)
+        scheduler = _DEFAULT_SCHEDULER
+        if "scheduler" in document:
+            table = self.table(document["scheduler"], ("scheduler",))
+            if table is not None:
+                scheduler = self.read_scheduler(table)
+        return scheduler, self.read_regions(document)
+
+    def read_scheduler(self, table: dict[str, Any]) -> SchedulerSettings:
+        path: KeyPath = ("scheduler",)
+        defaults = _DEFAULT_SCHEDULER
+        self.check_keys(table, path, SCHEDULER_KEYS)
+        issues_before = len(self.issues)
+        settings = SchedulerSettings(
+            standard_max_wait_seconds=self.integer(
+                table,
+                path,
+                "standard_max_wait_seconds",
+                default=defaults.standard_max_wait_seconds,
+                minimum=0,
+            ),
+            default_deadline_seconds=self.integer(
+                table,
+                path,
+                "default_deadline_seconds",
+                default=defaults.default_deadline_seconds,
+                minimum=1,
+            ),
+            default_expected_duration_seconds=self.integer(
+                table,
+                path,
+                "default_expected_duration_seconds",
+                default=defaults.default_expected_duration_seconds,
+                minimum=1,
+            ),
+            deadline_margin_seconds=self.integer(
+                table,
+                path,
+                "deadline_margin_seconds",
+                default=defaults.deadline_margin_seconds,
+                minimum=0,
+            ),
+            planning_horizon_hours=self.integer(
+                table,
+                path,
+                "planning_horizon_hours",
+                default=defaults.planning_horizon_hours,
+                minimum=1,
+            ),
+            forecaster=self.string(table, path, "forecaster", default=defaults.forecaster),
+            deferrable_headroom_pods=self.integer(
+                table,
+                path,
+                "deferrable_headroom_pods",
+                default=defaults.deferrable_headroom_pods,
+                minimum=0,
+            ),
+            defer_min_saving_percent=self.number(
+                table,
+                path,
+                "defer_min_saving_percent",
+                default=defaults.defer_min_saving_percent,
+                minimum=0.0,
+                maximum=100.0,
+            ),
+        )
+
+        # A deferrable task that gives neither deadline nor duration gets all three
+        # defaults, and it must still be able to finish in time.
+        needed = settings.default_expected_duration_seconds + settings.deadline_margin_seconds
+        if len(self.issues) == issues_before and settings.default_deadline_seconds < needed:
+            self.report(
+                path + ("default_deadline_seconds",),
+                "must be at least default_expected_duration_seconds + "
+                f"deadline_margin_seconds = {needed}, or a deferrable task with the "
+                "defaults could never finish in time",
+                got=settings.default_deadline_seconds,
+            )
+        return settings
+
+    def read_regions(self, document: dict[str, Any]) -> tuple[RegionSpec, ...]:
+        fix = "add a table such as [regions.eu-west] with max_pods = 4"
+        if "regions" not in document:
+            self.report(("regions",), f"at least one region is required; {fix}", line=1)
+            return ()
+        table = self.table(document["regions"], ("regions",))
+        if table is None:
+            return ()
+        if not table:
+            self.report(("regions",), f"at least one region is required; {fix}")
+            return ()
+        regions = []
+        for name, item in table.items():
+            path: KeyPath = ("regions", name)
+            problem = dns_label_problem(name)
+            if problem is not None:
+                self.report(path, f"invalid region name: {problem}", got=name)
+            region = self.table(item, path)
+            if region is not None:
+                regions.append(self.read_region(name, region, path))
+        return tuple(regions)
+
+    def read_region(self, name: str, table: dict[str, Any], path: KeyPath) -> RegionSpec:
+        self.check_keys(table, path, REGION_KEYS)
+        max_pods = self.integer(
+            table, path, "max_pods", default=_DEFAULT_REGION.max_pods, minimum=1
+        )
+        pue = self.number(table, path, "pue", default=_DEFAULT_REGION.pue, minimum=1.0)
+        kubeconfig = self.file_path(table, path, "kubeconfig", required=False)
+        context = self.string(table, path, "context", default=None)
+        namespaces = self.read_namespaces(table, path)
+
+        levels: LevelThresholds = _DEFAULT_LEVELS
+        levels_table = self.subtable(table, path, "levels")
+        if levels_table is not None:
+            levels = self.read_levels(levels_table, path + ("levels",))
+        energy = _DEFAULT_ENERGY
+        energy_table = self.subtable(table, path, "energy")
+        if energy_table is not None:
+            energy = self.read_energy(energy_table, path + ("energy",))
+        nodes = self.read_nodes(table, path)
+        carbon = None
+        carbon_table = self.subtable(table, path, "carbon")
+        if carbon_table is not None:
+            carbon = self.read_carbon(carbon_table, path + ("carbon",))
+
+        return RegionSpec(
+            name=name,
+            max_pods=max_pods,
+            pue=pue,
+            nodes=nodes,
+            levels=levels,
+            energy=energy,
+            kubeconfig=kubeconfig,
+            context=context or None,
+            namespaces=namespaces,
+            carbon=carbon,
+        )
+
+    def subtable(self, table: dict[str, Any], path: KeyPath, key: str) -> dict[str, Any] | None:
+        if key not in table:
+            return None
+        return self.table(table[key], path + (key,))
+
+    def read_namespaces(self, table: dict[str, Any], path: KeyPath) -> tuple[str, ...]:
+        found = table.get("namespaces", MISSING)
+        path = path + ("namespaces",)
+        if found is MISSING:
+            return ()
+        if not isinstance(found, list):
+            self.report(path, "must be an array of namespace names", got=found)
+            return ()
+        names: list[str] = []
+        for index, item in enumerate(found):
+            if not isinstance(item, str):
+                self.report(path + (index,), "must be a string", got=item)
+                continue
+            problem = dns_label_problem(item)
+            if problem is not None:
+                self.report(path + (index,), f"invalid namespace name: {problem}", got=item)
+            elif item in names:
+                self.report(path + (index,), "duplicate namespace", got=item)
+            names.append(item)
+        return tuple(names)
+
+    def read_levels(self, table: dict[str, Any], path: KeyPath) -> LevelThresholds:
+        mode = self.choice(
+            table,
+            path,
+            "mode",
+            LEVEL_MODES,
+            example='mode = "relative"',
+            problem="unknown level mode",
+        )
+        if mode is None:
+            # Without a valid mode, only keys that belong to neither mode are typos.
+            known = set(ABSOLUTE_LEVEL_KEYS) | set(RELATIVE_LEVEL_KEYS)
+            self.check_keys(table, path, known)
+            return _DEFAULT_LEVELS
+        if mode == "absolute":
+            return self.read_absolute_levels(table, path)
+        return self.read_relative_levels(table, path)
+
+    def read_absolute_levels(self, table: dict[str, Any], path: KeyPath) -> AbsoluteLevels:
+        hint = 'only with mode = "relative"'
+        hints = {key: hint for key in RELATIVE_LEVEL_KEYS if key != "mode"}
+        self.check_keys(table, path, ABSOLUTE_LEVEL_KEYS, hints=hints)
+        low_key, high_key = "low_below_g_per_kwh", "high_above_g_per_kwh"
+        low = self.number(table, path, low_key, default=REQUIRED, minimum=0.0)
+        high = self.number(table, path, high_key, default=REQUIRED, minimum=0.0)
+        both_valid = in_range(table.get(low_key), 0.0) and in_range(table.get(high_key), 0.0)
+        if both_valid and low >= high:
+            self.report(
+                path + (low_key,),
+                f"must be lower than {high_key} = {high:g}",
+                got=table[low_key],
+            )
+        return AbsoluteLevels(low_below_g_per_kwh=low, high_above_g_per_kwh=high)
+
+    def read_relative_levels(self, table: dict[str, Any], path: KeyPath) -> RelativeLevels:
+        hint = 'only with mode = "absolute"'
+        hints = {key: hint for key in ABSOLUTE_LEVEL_KEYS if key != "mode"}
+        self.check_keys(table, path, RELATIVE_LEVEL_KEYS, hints=hints)
+        defaults = _DEFAULT_LEVELS
+        low_key, high_key = "low_below_percentile", "high_above_percentile"
+        low = self.number(
+            table, path, low_key, default=defaults.low_below_percentile, minimum=0.0, maximum=100.0
+        )
+        high = self.number(
+            table, path, high_key, default=defaults.high_above_percentile, minimum=0.0, maximum=100.0
+        )
+        history = self.integer(
+            table, path, "history_hours", default=defaults.history_hours, minimum=1
+        )
+        low_valid = low_key not in table or in_range(table[low_key], 0.0, 100.0)
+        high_valid = high_key not in table or in_range(table[high_key], 0.0, 100.0)
+        if low_valid and high_valid and low >= high:
+            self.report(
+                path + (low_key,),
+                f"must be lower than {high_key} = {high:g}",
+                got=table.get(low_key, low),
+            )
+        return RelativeLevels(
+            low_below_percentile=low, high_above_percentile=high, history_hours=history
+        )
+
+    def read_energy(self, table: dict[str, Any], path: KeyPath) -> EnergyModel:
+        self.check_keys(table, path, ENERGY_KEYS)
+        defaults = _DEFAULT_ENERGY
+        idle_key, busy_key = "watts_per_vcpu_idle", "watts_per_vcpu_busy"
+        idle = self.number(table, path, idle_key, default=defaults.watts_per_vcpu_idle, minimum=0.0)
+        busy = self.number(table, path, busy_key, default=defaults.watts_per_vcpu_busy, minimum=0.0)
+        utilization = self.number(
+            table,
+            path,
+            "cpu_utilization",
+            default=defaults.cpu_utilization,
+            minimum=0.0,
+            maximum=1.0,
+        )
+        memory = self.number(
+            table, path, "watts_per_gb_memory", default=defaults.watts_per_gb_memory, minimum=0.0
+        )
+        idle_valid = idle_key not in table or in_range(table[idle_key], 0.0)
+        busy_valid = busy_key not in table or in_range(table[busy_key], 0.0)
+        if idle_valid and busy_valid and idle > busy:
+            self.report(
+                path + (idle_key,),
+                f"must not exceed {busy_key} = {busy:g}",
+                got=table.get(idle_key, idle),
+            )
+        return EnergyModel(
+            watts_per_vcpu_idle=idle,
+            watts_per_vcpu_busy=busy,
+            cpu_utilization=utilization,
+            watts_per_gb_memory=memory,
+        )
+
+    def read_nodes(self, table: dict[str, Any], path: KeyPath) -> tuple[Node, ...]:
+        found = table.get("nodes", MISSING)
+        path = path + ("nodes",)
+        if found is MISSING:
+            return ()
+        if not isinstance(found, list):
+            requirement = f"must be an array of tables, written as [[{format_key_path(path)}]]"
+            self.report(path, requirement, got=found)
+            return ()
+        nodes: list[Node] = []
+        first_index: dict[str, int] = {}
+        for index, item in enumerate(found):
+            node_table = self.table(item, path + (index,), "a table with the keys of a node")
+            if node_table is None:
+                continue
+            node = self.read_node(node_table, path + (index,))
+            if node.name in first_index:
+                first_line = self.source_map.line_of(path + (first_index[node.name],))
+                self.report(
+                    path + (index, "name"),
+                    f"duplicate node name in this region (first defined at line {first_line})",
+                    got=node.name,
+                )
+            elif node.name:
+                first_index[node.name] = index
+            nodes.append(node)
+        return tuple(nodes)
+
+    def read_node(self, table: dict[str, Any], path: KeyPath) -> Node:
+        self.check_keys(table, path, NODE_KEYS)
+        name = self.string(table, path, "name", default=REQUIRED, check=dns_subdomain_problem)
+        allocatable = Resources(
+            milli_cpu=self.quantity(table, path, "cpu", unit="cpu", required=True, positive=True),
+            memory=self.quantity(
+                table, path, "memory", unit="bytes", required=True, positive=True
+            ),
+            # A node that reports no ephemeral storage fits only pods that request none.
+            ephemeral_storage=self.quantity(
+                table, path, "ephemeral_storage", unit="bytes", required=False, positive=False
+            ),
+            scalar=self.read_extended(table, path),
+        )
+        labels: dict[str, str] = {}
+        if "labels" in table:
+            labels = self.string_table(
+                table["labels"],
+                path + ("labels",),
+                key_check=qualified_name_problem,
+                value_check=label_value_problem,
+            )
+        return Node(
+            name=name,
+            allocatable=allocatable,
+            allocatable_pods=self.integer(
+                table, path, "pods", default=_DEFAULT_NODE_PODS, minimum=1
+            ),
+            labels=MappingProxyType(labels),
+            taints=self.read_taints(table, path),
+            ready=self.boolean(table, path, "ready", default=True),
+            unschedulable=self.boolean(table, path, "unschedulable", default=False),
+        )
+
+    def read_extended(self, table: dict[str, Any], path: KeyPath) -> MappingProxyType[str, int]:
+        found = self.subtable(table, path, "extended")
+        path = path + ("extended",)
+        if found is None:
+            return MappingProxyType({})
+        amounts: dict[str, int] = {}
+        for name, amount in found.items():
+            problem = extended_resource_problem(name)
+            if problem is not None:
+                self.report(path + (name,), f"invalid extended resource name: {problem}")
+            amounts[name] = self.quantity_value(
+                amount, path + (name,), unit="count", positive=False
+            )
+        return MappingProxyType(amounts)
+
+    def read_taints(self, table: dict[str, Any], path: KeyPath) -> tuple[Taint, ...]:
+        if "taints" not in table:
+            return ()
+        path = path + ("taints",)
+        found = table["taints"]
+        if not isinstance(found, list):
+            self.report(path, "must be an array of tables with key, value and effect", got=found)
+            return ()
+        taints: list[Taint] = []
+        seen: set[tuple[str, str]] = set()
+        for index, item in enumerate(found):
+            taint_path = path + (index,)
+            taint_table = self.table(item, taint_path, "a table with key, value and effect")
+            if taint_table is None:
+                continue
+            taint = self.read_taint(taint_table, taint_path)
+            if taint is None:
+                continue
+            if (taint.key, taint.effect.value) in seen:
+                self.report(
+                    taint_path,
+                    "duplicate taint: another taint has the same key and effect",
+                    got=f"{taint.key}:{taint.effect.value}",
+                )
+            seen.add((taint.key, taint.effect.value))
+            taints.append(taint)
+        return tuple(taints)
+
+    def read_taint(self, table: dict[str, Any], path: KeyPath) -> Taint | None:
+        self.check_keys(table, path, TAINT_KEYS)
+        key = self.string(table, path, "key", default=REQUIRED, check=qualified_name_problem)
+        taint_value = table.get("value", "")
+        if not isinstance(taint_value, str):
+            self.report(path + ("value",), "must be a string", got=taint_value)
+            taint_value = ""
+        problem = label_value_problem(taint_value)
+        if problem is not None:
+            self.report(path + ("value",), f"invalid taint value: {problem}", got=taint_value)
+        effect = self.choice(
+            table,
+            path,
+            "effect",
+            tuple(effect.value for effect in TaintEffect),
+            example='effect = "NoSchedule"',
+            problem="unknown taint effect",
+        )
+        if effect is None:
+            return None
+        return Taint(key=key, effect=TaintEffect(effect), value=taint_value)
+
+    def read_carbon(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec | None:
+        source = self.choice(
+            table,
+            path,
+            "source",
+            tuple(kind.value for kind in CarbonSourceKind),
+            example='source = "replay"',
+            problem="unknown carbon source",
+        )
+        if source is None:
+            return None
+        own_keys = CARBON_SOURCE_KEYS.get(source, ())
+        # A key that another source reads is a mistake here, not an option to pass on.
+        foreign = {
+            key: f"only with source = {json.dumps(kind)}"
+            for kind, keys in CARBON_SOURCE_KEYS.items()
+            if kind != source
+            for key in keys
+            if key not in own_keys
+        }
+        allowed = ("source", *own_keys, "options of the source")
+        for key in table:
+            if key in foreign:
+                self.report(path + (key,), f"unknown key ({foreign[key]})", allowed=allowed)
+        options = {
+            key: item
+            for key, item in table.items()
+            if key != "source" and key not in own_keys and key not in foreign
+        }
+
+        kind = CarbonSourceKind(source)
+        if kind is CarbonSourceKind.STATIC:
+            intensity = self.number(
+                table, path, "intensity_g_per_kwh", default=REQUIRED, minimum=0.0
+            )
+            return CarbonSourceSpec(kind=kind, intensity_g_per_kwh=intensity, options=options)
+        if kind is CarbonSourceKind.REPLAY:
+            trace = self.file_path(table, path, "trace", required=True)
+            seconds_per_hour = self.number(
+                table, path, "seconds_per_hour", default=DEFAULT_SECONDS_PER_HOUR, above=0.0
+            )
+            return CarbonSourceSpec(
+                kind=kind, trace=trace, seconds_per_hour=seconds_per_hour, options=options
+            )
+        return CarbonSourceSpec(kind=kind, options=options)

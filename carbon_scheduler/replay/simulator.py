@@ -1,0 +1,275 @@
+"""Discrete-event simulation of the carbon-aware scheduler over a trace.
+
+Events, processed in time order (and at equal times in this order, so room freed
+by a finishing task is visible to everything else at that instant):
+
+1. `FINISH`: a task ends; its node and region get room back.
+2. `TICK`: a new trace step begins. The scheduler sees the step's measured
+   intensity and level, asks the forecaster for the steps ahead using only the
+   trace up to this step, and checks whether a deferred task should start early.
+3. `ARRIVAL`: a task is submitted.
+4. `WAKE`: a deferred task's planned window begins; it is planned again.
+5. `TIMEOUT`: a `standard` task has waited the maximum for room in its region.
+
+After each event the tasks that wait for room are retried, in the order
+critical, deferrable past its latest start (earliest latest start first),
+standard waiting for its region, then the rest. Every decision comes from
+`policy.rules.decide`, the same function the daemon calls.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from carbon_scheduler.forecasting import Forecaster
+from carbon_scheduler.model import Level, Task, TaskClass
+from carbon_scheduler.policy.decisions import Bind, Defer, Unschedulable, Wait, Window
+from carbon_scheduler.policy.ledger import CapacityLedger, region_capacity
+from carbon_scheduler.policy.levels import level_series
+from carbon_scheduler.policy.placement import RegionView
+from carbon_scheduler.policy.energy import power_matrix
+from carbon_scheduler.policy.rules import decide, start_early_mask
+from carbon_scheduler.policy.windows import Outlook, latest_start
+from carbon_scheduler.replay.context import ReplayContext, occupy, unstarted
+from carbon_scheduler.replay.results import PolicyRun, TaskOutcome
+
+FINISH, TICK, ARRIVAL, WAKE, TIMEOUT = range(5)
+
+Progress = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class _Deferred:
+    window: Window
+    version: int
+
+
+def scheduler_levels(context: ReplayContext) -> np.ndarray:
+    """Level of every region and step as the scheduler sees it, shape (regions,
+    steps) in config order, each step judged on the past only."""
+    trace = context.trace
+    rows = []
+    for spec in context.config.regions:
+        values = trace.values[trace.region_index(spec.name)]
+        rows.append(level_series(values, spec.levels, trace.step_seconds))
+    return np.array(rows, dtype=np.int8)
+
+
+class SchedulerSimulation:
+    """One run of the scheduler policy. Call `run()` once."""
+
+    def __init__(
+        self,
+        context: ReplayContext,
+        forecaster: Forecaster,
+        *,
+        levels: np.ndarray | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.context = context
+        self.trace = context.trace
+        self.settings = context.config.scheduler
+        self.forecaster = forecaster
+        self.levels = scheduler_levels(context) if levels is None else levels
+        self.progress = progress
+        self.views: list[RegionView] = context.views()
+        self.view_by_name = {view.name: view for view in self.views}
+        self.rows = {view.name: self.trace.region_index(view.name) for view in self.views}
+        self.level_rows = {name: row for row, name in enumerate(context.config.region_names)}
+        capacity = {spec.name: region_capacity(spec.max_pods, spec.nodes) for spec in context.config.regions}
+        self.ledger = CapacityLedger(capacity, origin=self.trace.start)
+        step = self.trace.step_seconds
+        longest = max((task.duration for task in context.tasks), default=step)
+        self.horizon_steps = (self.settings.planning_horizon_hours * 3600 + longest) // step + 1
+
+        tasks = context.tasks
+        self.durations = np.fromiter((task.duration for task in tasks), dtype=np.int64, count=len(tasks))
+        self.power = power_matrix(tasks, [view.spec for view in self.views])
+        self.allowed = np.array([[task.allows(view.name) for view in self.views] for task in tasks], dtype=bool).reshape(
+            len(tasks), len(self.views)
+        )
+        self.outcomes: list[TaskOutcome | None] = [None] * len(context.tasks)
+        self.events: list[tuple[int, int, int, int, int]] = []
+        self.sequence = 0
+        self.outlooks: dict[str, Outlook] = {}
+        self.deferred: dict[int, _Deferred] = {}
+        self.waiting: dict[int, str] = {}
+        self.pending: dict[int, tuple] = {}
+        self.running: dict[int, tuple[str, str]] = {}
+        self.versions: dict[int, int] = {}
+        self.timeouts: set[int] = set()
+
+    # Event queue ----------------------------------------------------------------
+
+    def _push(self, time: int, kind: int, index: int, version: int = 0) -> None:
+        self.sequence += 1
+        heapq.heappush(self.events, (time, kind, self.sequence, index, version))
+
+    def run(self) -> PolicyRun:
+        tasks = self.context.tasks
+        for index, task in enumerate(tasks):
+            self._push(task.arrival, ARRIVAL, index)
+        if tasks:
+            first_step = (min(t.arrival for t in tasks) - self.trace.start) // self.trace.step_seconds
+            self._push(self.trace.time_at(int(first_step)), TICK, int(first_step))
+
+        handled = 0
+        while self.events:
+            now, kind, _, index, version = heapq.heappop(self.events)
+            if kind == FINISH:
+                self._finish(index)
+                self._retry(now)
+            elif kind == TICK:
+                self._tick(now, index)
+            elif kind == ARRIVAL:
+                self._attempt(index, now)
+                handled += 1
+                if self.progress is not None and handled % 1000 == 0:
+                    self.progress(1000)
+            elif kind == WAKE:
+                self._wake(index, now, version)
+            elif kind == TIMEOUT:
+                if self.waiting.pop(index, None) is not None:
+                    self._attempt(index, now)
+        if self.progress is not None:
+            self.progress(handled % 1000)
+
+        return PolicyRun(
+            "scheduler",
+            tuple(o if o is not None else unstarted(t) for o, t in zip(self.outcomes, tasks)),
+        )
+
+    # Handlers -------------------------------------------------------------------
+
+    def _tick(self, now: int, step: int) -> None:
+        trace = self.trace
+        for view in self.views:
+            row = self.rows[view.name]
+            values = trace.values[row]
+            view.intensity_g_per_kwh = float(values[step])
+            view.level = Level(int(self.levels[self.level_rows[view.name], step]))
+            forecast = self.forecaster.forecast(values[: step + 1], now, trace.step_seconds, self.horizon_steps)
+            self.outlooks[view.name] = Outlook.build(view.name, now, trace.step_seconds, float(values[step]), forecast)
+
+        if self.deferred and any(view.level is Level.LOW for view in self.views):
+            indices = np.fromiter(self.deferred, dtype=np.int64, count=len(self.deferred))
+            early = start_early_mask(
+                now,
+                self.durations[indices],
+                [self.deferred[int(index)].window for index in indices],
+                self.power[indices],
+                self.allowed[indices],
+                self.views,
+                self.outlooks,
+            )
+            for index in indices[early]:
+                self._release(int(index))
+                self._attempt(int(index), now)
+
+        # Stop ticking once nothing can use a new sample any more.
+        unfinished = self.deferred or self.waiting or self.pending
+        if step + 1 < trace.steps and (unfinished or self._arrivals_left(now)):
+            self._push(trace.time_at(step + 1), TICK, step + 1)
+
+    def _arrivals_left(self, now: int) -> bool:
+        tasks = self.context.tasks
+        return bool(tasks) and tasks[-1].arrival > now
+
+    def _wake(self, index: int, now: int, version: int) -> None:
+        deferred = self.deferred.get(index)
+        if deferred is None or deferred.version != version:
+            return  # planned again since, or already started
+        self._release(index)
+        self._attempt(index, now)
+
+    def _finish(self, index: int) -> None:
+        region, node = self.running.pop(index)
+        occupy(self.view_by_name[region], node, self.context.tasks[index], -1)
+
+    # Decisions ------------------------------------------------------------------
+
+    def _attempt(self, index: int, now: int) -> bool:
+        """Decide for one task and carry the decision out; True when it started."""
+        task = self.context.tasks[index]
+        decision = decide(task, now, self.views, self.settings, outlooks=self.outlooks, ledger=self.ledger)
+        if isinstance(decision, Bind):
+            self._start(index, now, decision.region, decision.node)
+            return True
+        if isinstance(decision, Defer):
+            version = self.versions.get(index, 0) + 1
+            self.versions[index] = version
+            window = decision.window
+            self.ledger.book(window.region, window.start, window.end, task.requirements.request)
+            self.deferred[index] = _Deferred(window, version)
+            self._push(decision.until, WAKE, index, version)
+        elif isinstance(decision, Wait):
+            self.waiting[index] = decision.region
+            if index not in self.timeouts:
+                self.timeouts.add(index)
+                self._push(decision.until, TIMEOUT, index)
+        elif isinstance(decision, Unschedulable):
+            self.pending[index] = self._priority(task, now)
+        return False
+
+    def _priority(self, task: Task, now: int) -> tuple:
+        if task.task_class is TaskClass.CRITICAL:
+            return (0, task.arrival)
+        if task.task_class is TaskClass.DEFERRABLE:
+            latest = latest_start(task, self.settings.deadline_margin_seconds)
+            if latest is not None and now >= latest:
+                return (1, latest)
+            return (3, latest if latest is not None else task.arrival)
+        return (2, task.arrival)
+
+    def _start(self, index: int, now: int, region: str, node: str) -> None:
+        task = self.context.tasks[index]
+        self.pending.pop(index, None)
+        self.waiting.pop(index, None)
+        occupy(self.view_by_name[region], node, task, 1)
+        self.ledger.book(region, now, now + task.duration, task.requirements.request)
+        self.running[index] = (region, node)
+        self.outcomes[index] = self.context.outcome(task, region, node, now)
+        self._push(now + task.duration, FINISH, index)
+
+    def _release(self, index: int) -> None:
+        deferred = self.deferred.pop(index)
+        task = self.context.tasks[index]
+        self.ledger.release(deferred.window.region, deferred.window.start, deferred.window.end, task.requirements.request)
+
+    def _retry(self, now: int) -> None:
+        """Retry tasks that wait for room, most urgent first, until no region has room."""
+        if not self.pending and not self.waiting:
+            return
+        if all(view.full or not view.up for view in self.views):
+            return
+        ordered = sorted(self.pending, key=self.pending.__getitem__)
+        urgent = [index for index in ordered if self.pending[index][0] < 2]
+        rest = [index for index in ordered if self.pending[index][0] >= 2]
+        for index in urgent + list(self.waiting) + rest:
+            if all(view.full or not view.up for view in self.views):
+                return
+            if index in self.waiting:
+                region = self.view_by_name[self.waiting[index]]
+                if region.full:
+                    continue
+                del self.waiting[index]
+            elif index in self.pending:
+                del self.pending[index]
+            else:
+                continue
+            self._attempt(index, now)
+
+
+def run_scheduler(
+    context: ReplayContext,
+    forecaster: Forecaster,
+    *,
+    levels: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> PolicyRun:
+    """Run the carbon-aware scheduler over the context's workload and trace."""
+    return SchedulerSimulation(context, forecaster, levels=levels, progress=progress).run()

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: fixture plugins for every test file."""
+
+pytest_plugins = ["tests.influxd"]

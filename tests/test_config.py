@@ -1,0 +1,1257 @@
+"""Loading and validation of regions.toml, and the line locator behind its errors."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from carbon_scheduler.config import (
+    AbsoluteLevels,
+    CarbonSourceKind,
+    ConfigError,
+    EnergyModel,
+    RelativeLevels,
+    SchedulerSettings,
+    load_config,
+    parse_config,
+)
+from carbon_scheduler.config.source_map import Kind, build_source_map, format_key_path
+from carbon_scheduler.model import TaintEffect
+
+REPO = Path(__file__).resolve().parents[1]
+GI = 2**30
+
+REGION = "[regions.eu-west]\nmax_pods = 4\n"
+
+
+def parse(text: str):
+    return parse_config(textwrap.dedent(text), "regions.toml")
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    return str(caught.value).split("\n")
+
+
+# The repository's regions.toml.
+
+
+def test_repo_config_regions_in_file_order():
+    config = load_config(REPO / "regions.toml")
+    assert config.region_names == ("eu-west", "us-east", "asia-east")
+    assert config.path == str(REPO / "regions.toml")
+
+
+def test_repo_config_scheduler_settings_are_defaults():
+    config = load_config(REPO / "regions.toml")
+    assert config.scheduler == SchedulerSettings()
+
+
+@pytest.mark.parametrize("name", ["eu-west", "us-east", "asia-east"])
+def test_repo_config_region(name):
+    region = load_config(REPO / "regions.toml").region(name)
+    assert region.max_pods == 4
+    assert region.pue == 1.135
+    assert region.levels == RelativeLevels(33.0, 67.0, 168)
+    assert region.energy == EnergyModel()
+    assert region.kubeconfig is None
+    assert region.context is None
+    assert region.namespaces == ()
+    assert region.carbon is not None
+    assert region.carbon.kind is CarbonSourceKind.REPLAY
+    assert region.carbon.trace == str(REPO / "traces" / "demo.csv")
+    assert region.carbon.seconds_per_hour == 10.0
+    assert dict(region.carbon.options) == {}
+    assert [node.name for node in region.nodes] == [f"{name}-node-1", f"{name}-node-2"]
+    for node in region.nodes:
+        assert node.allocatable.milli_cpu == 8000
+        assert node.allocatable.memory == 32 * GI
+        assert node.allocatable_pods == 110
+        assert dict(node.labels) == {
+            "topology.kubernetes.io/region": name,
+            "kubernetes.io/hostname": node.name,
+        }
+        assert node.ready
+        assert not node.unschedulable
+
+
+# Valid files.
+
+
+def test_minimal_region_gets_defaults():
+    config = parse(REGION)
+    region = config.region("eu-west")
+    assert config.scheduler == SchedulerSettings()
+    assert region.pue == 1.135
+    assert region.levels == RelativeLevels()
+    assert region.energy == EnergyModel()
+    assert region.nodes == ()
+    assert region.carbon is None
+
+
+def test_parse_config_string_source_has_no_path():
+    config = parse_config(REGION)
+    assert config.path is None
+
+
+def test_max_pods_defaults_to_four():
+    assert parse("[regions.eu-west]\npue = 1.2\n").region("eu-west").max_pods == 4
+
+
+def test_full_region_values():
+    config = parse(
+        """\
+        [scheduler]
+        standard_max_wait_seconds = 60
+        default_deadline_seconds = 7200
+        default_expected_duration_seconds = 1800
+        deadline_margin_seconds = 0
+        planning_horizon_hours = 24
+        forecaster = "persistence"
+
+        [regions.eu-west]
+        max_pods = 8
+        pue = 1
+        kubeconfig = "/etc/kube/eu.yaml"
+        context = "eu"
+        namespaces = ["batch", "ml"]
+
+        [regions.eu-west.levels]
+        mode = "absolute"
+        low_below_g_per_kwh = 100
+        high_above_g_per_kwh = 300.5
+
+        [regions.eu-west.energy]
+        watts_per_vcpu_idle = 1
+        watts_per_vcpu_busy = 1
+        cpu_utilization = 1
+        watts_per_gb_memory = 0
+
+        [regions.eu-west.carbon]
+        source = "static"
+        intensity_g_per_kwh = 0
+        zone = "GB"
+        api = { url = "http://127.0.0.1:9", timeout_seconds = 5 }
+
+        [[regions.eu-west.nodes]]
+        name = "gpu-1.example.com"
+        cpu = 3.5
+        memory = "64Gi"
+        ephemeral_storage = "100G"
+        pods = 30
+        ready = false
+        unschedulable = true
+        labels = { "nvidia.com/gpu.present" = "true", tier = "" }
+        taints = [
+          { key = "nvidia.com/gpu", value = "present", effect = "NoSchedule" },
+          { key = "nvidia.com/gpu", effect = "NoExecute" },
+        ]
+        extended = { "nvidia.com/gpu" = 4, "hugepages-2Mi" = "1Gi" }
+        """
+    )
+    assert config.scheduler == SchedulerSettings(60, 7200, 1800, 0, 24, "persistence")
+    region = config.region("eu-west")
+    assert region.max_pods == 8
+    assert region.pue == 1.0
+    assert region.kubeconfig == "/etc/kube/eu.yaml"
+    assert region.context == "eu"
+    assert region.namespaces == ("batch", "ml")
+    assert region.levels == AbsoluteLevels(100.0, 300.5)
+    assert region.energy == EnergyModel(1.0, 1.0, 1.0, 0.0)
+    assert region.carbon is not None
+    assert region.carbon.kind is CarbonSourceKind.STATIC
+    assert region.carbon.intensity_g_per_kwh == 0.0
+    assert dict(region.carbon.options) == {
+        "zone": "GB",
+        "api": {"url": "http://127.0.0.1:9", "timeout_seconds": 5},
+    }
+    (node,) = region.nodes
+    assert node.name == "gpu-1.example.com"
+    assert node.allocatable.milli_cpu == 3500
+    assert node.allocatable.memory == 64 * GI
+    assert node.allocatable.ephemeral_storage == 100 * 10**9
+    assert dict(node.allocatable.scalar) == {"nvidia.com/gpu": 4, "hugepages-2Mi": GI}
+    assert node.allocatable_pods == 30
+    assert node.ready is False
+    assert node.unschedulable is True
+    assert dict(node.labels) == {"nvidia.com/gpu.present": "true", "tier": ""}
+    assert [(t.key, t.value, t.effect) for t in node.taints] == [
+        ("nvidia.com/gpu", "present", TaintEffect.NO_SCHEDULE),
+        ("nvidia.com/gpu", "", TaintEffect.NO_EXECUTE),
+    ]
+
+
+def test_relative_levels_partial_keys_keep_defaults():
+    config = parse(REGION + '[regions.eu-west.levels]\nmode = "relative"\nhistory_hours = 24\n')
+    assert config.region("eu-west").levels == RelativeLevels(33.0, 67.0, 24)
+
+
+def test_replay_seconds_per_hour_defaults_to_real_time():
+    config = parse(REGION + '[regions.eu-west.carbon]\nsource = "replay"\ntrace = "/t.csv"\n')
+    carbon = config.region("eu-west").carbon
+    assert carbon is not None
+    assert carbon.trace == "/t.csv"
+    assert carbon.seconds_per_hour == 3600.0
+
+
+def test_relative_paths_resolve_against_config_dir(tmp_path):
+    directory = tmp_path / "conf"
+    directory.mkdir()
+    file = directory / "regions.toml"
+    file.write_text(
+        '[regions.eu-west]\nkubeconfig = "kube/eu.yaml"\n'
+        '[regions.eu-west.carbon]\nsource = "replay"\ntrace = "../traces/demo.csv"\n',
+        encoding="utf-8",
+    )
+    region = load_config(file).region("eu-west")
+    assert region.kubeconfig == str(directory / "kube" / "eu.yaml")
+    assert region.carbon is not None
+    assert region.carbon.trace == str(tmp_path / "traces" / "demo.csv")
+
+
+def test_relative_paths_stay_relative_for_strings():
+    text = REGION + '[regions.eu-west.carbon]\nsource = "replay"\ntrace = "traces/demo.csv"\n'
+    carbon = parse_config(text).region("eu-west").carbon
+    assert carbon is not None
+    assert carbon.trace == "traces/demo.csv"
+
+
+def test_home_directory_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    region = parse(REGION + 'kubeconfig = "~/.kube/config"\n').region("eu-west")
+    assert region.kubeconfig == str(tmp_path / ".kube" / "config")
+
+
+def test_regions_keep_file_order():
+    config = parse("[regions.b]\n[regions.c]\n[regions.a]\n")
+    assert config.region_names == ("b", "c", "a")
+
+
+# Broken files: each case gives the whole message, one line per issue.
+
+BROKEN = [
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = -1
+        """,
+        ["regions.toml:2: regions.eu-west.max_pods: must be a positive integer, got -1"],
+        id="max-pods-negative",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = 4.0
+        """,
+        ["regions.toml:2: regions.eu-west.max_pods: must be a positive integer, got 4.0"],
+        id="max-pods-float",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = "4"
+        """,
+        ['regions.toml:2: regions.eu-west.max_pods: must be a positive integer, got "4"'],
+        id="max-pods-string",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = true
+        """,
+        ["regions.toml:2: regions.eu-west.max_pods: must be a positive integer, got true"],
+        id="max-pods-boolean",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        pue = 0.9
+        """,
+        ["regions.toml:2: regions.eu-west.pue: must be a number >= 1, got 0.9"],
+        id="pue-below-one",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        pue = nan
+        """,
+        ["regions.toml:2: regions.eu-west.pue: must be a number >= 1, got nan"],
+        id="pue-nan",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pod = 4
+        """,
+        [
+            "regions.toml:2: regions.eu-west.max_pod: unknown key (did you mean max_pods?); "
+            "allowed: carbon, context, energy, kubeconfig, levels, max_pods, namespaces, nodes, pue"
+        ],
+        id="region-key-typo",
+    ),
+    pytest.param(
+        """\
+        region = "eu-west"
+        [regions.eu-west]
+        """,
+        [
+            "regions.toml:1: region: unknown key (did you mean regions?); "
+            "allowed: regions, scheduler"
+        ],
+        id="top-level-typo",
+    ),
+    pytest.param(
+        """\
+        [regions.EU_West]
+        max_pods = 4
+        """,
+        [
+            "regions.toml:1: regions.EU_West: invalid region name: must be a DNS-1123 label: "
+            "lower-case letters, digits and '-', starting and ending with a letter or digit "
+            '(for example eu-west), got "EU_West"'
+        ],
+        id="region-name-not-dns-label",
+    ),
+    pytest.param(
+        """\
+        [regions]
+        eu-west = 3
+        """,
+        ["regions.toml:2: regions.eu-west: must be a table, got 3"],
+        id="region-not-table",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        forecaster = "persistence"
+        """,
+        [
+            "regions.toml:1: regions: at least one region is required; "
+            "add a table such as [regions.eu-west] with max_pods = 4"
+        ],
+        id="no-regions",
+    ),
+    pytest.param(
+        """\
+        # nothing yet
+        [regions]
+        """,
+        [
+            "regions.toml:2: regions: at least one region is required; "
+            "add a table such as [regions.eu-west] with max_pods = 4"
+        ],
+        id="empty-regions-table",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        standard_max_wait_secs = 60
+        planning_horizon_hours = 0
+        forecaster = ""
+        [regions.eu-west]
+        """,
+        [
+            "regions.toml:2: scheduler.standard_max_wait_secs: unknown key "
+            "(did you mean standard_max_wait_seconds?); allowed: deadline_margin_seconds, "
+            "default_deadline_seconds, default_expected_duration_seconds, defer_min_saving_percent, "
+            "deferrable_headroom_pods, forecaster, planning_horizon_hours, standard_max_wait_seconds",
+            "regions.toml:3: scheduler.planning_horizon_hours: must be a positive integer, got 0",
+            'regions.toml:4: scheduler.forecaster: must be a non-empty string, got ""',
+        ],
+        id="scheduler-keys",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        default_deadline_seconds = 3000
+        [regions.eu-west]
+        """,
+        [
+            "regions.toml:2: scheduler.default_deadline_seconds: must be at least "
+            "default_expected_duration_seconds + deadline_margin_seconds = 7200, or a "
+            "deferrable task with the defaults could never finish in time, got 3000"
+        ],
+        id="scheduler-default-deadline-too-short",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        namespaces = ["batch", "Batch_Jobs", 7, "batch"]
+        """,
+        [
+            "regions.toml:2: regions.eu-west.namespaces[1]: invalid namespace name: must be a "
+            "DNS-1123 label: lower-case letters, digits and '-', starting and ending with a "
+            'letter or digit (for example eu-west), got "Batch_Jobs"',
+            "regions.toml:2: regions.eu-west.namespaces[2]: must be a string, got 7",
+            'regions.toml:2: regions.eu-west.namespaces[3]: duplicate namespace, got "batch"',
+        ],
+        id="namespaces",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        namespaces = [
+          "batch",
+          "ml",
+          "Bad",
+        ]
+        """,
+        [
+            "regions.toml:5: regions.eu-west.namespaces[2]: invalid namespace name: must be a "
+            "DNS-1123 label: lower-case letters, digits and '-', starting and ending with a "
+            'letter or digit (for example eu-west), got "Bad"',
+        ],
+        id="namespaces-multiline-array-element-line",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        kubeconfig = ""
+        context = 3
+        """,
+        [
+            'regions.toml:2: regions.eu-west.kubeconfig: must be a non-empty path, got ""',
+            "regions.toml:3: regions.eu-west.context: must be a non-empty string, got 3",
+        ],
+        id="kubeconfig-and-context",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = 4
+
+        [regions.eu-west.levels]
+        history_hours = 24
+        """,
+        [
+            "regions.toml:4: regions.eu-west.levels.mode: missing required key; add it to "
+            '[regions.eu-west.levels] (line 4), for example mode = "relative"'
+        ],
+        id="levels-missing-mode",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.levels]
+        mode = "percentile"
+        history_hour = 24
+        """,
+        [
+            'regions.toml:2: regions.eu-west.levels.mode: unknown level mode, got "percentile"; '
+            "allowed: absolute, relative",
+            "regions.toml:3: regions.eu-west.levels.history_hour: unknown key (did you mean "
+            "history_hours?); allowed: high_above_g_per_kwh, high_above_percentile, "
+            "history_hours, low_below_g_per_kwh, low_below_percentile, mode",
+        ],
+        id="levels-unknown-mode",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.levels]
+        mode = "absolute"
+        low_below_g_per_kwh = 100
+        history_hours = 24
+        """,
+        [
+            "regions.toml:1: regions.eu-west.levels.high_above_g_per_kwh: missing required key; "
+            "add it to [regions.eu-west.levels] (line 1)",
+            'regions.toml:4: regions.eu-west.levels.history_hours: unknown key (only with mode = '
+            '"relative"); allowed: high_above_g_per_kwh, low_below_g_per_kwh, mode',
+        ],
+        id="levels-absolute-missing-and-foreign-key",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.levels]
+        mode = "absolute"
+        low_below_g_per_kwh = 300
+        high_above_g_per_kwh = 200
+        """,
+        [
+            "regions.toml:3: regions.eu-west.levels.low_below_g_per_kwh: must be lower than "
+            "high_above_g_per_kwh = 200, got 300"
+        ],
+        id="levels-absolute-low-above-high",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.levels]
+        mode = "absolute"
+        low_below_g_per_kwh = -5
+        high_above_g_per_kwh = inf
+        """,
+        [
+            "regions.toml:3: regions.eu-west.levels.low_below_g_per_kwh: must be a number >= 0, "
+            "got -5",
+            "regions.toml:4: regions.eu-west.levels.high_above_g_per_kwh: must be a number >= 0, "
+            "got inf",
+        ],
+        id="levels-absolute-out-of-range",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.levels]
+        mode = "relative"
+        low_below_percentile = 120
+        high_above_percentile = 50
+        history_hours = 0
+        """,
+        [
+            "regions.toml:3: regions.eu-west.levels.low_below_percentile: must be a number from "
+            "0 to 100, got 120",
+            "regions.toml:5: regions.eu-west.levels.history_hours: must be a positive integer, got 0",
+        ],
+        id="levels-relative-out-of-range",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.levels]
+        mode = "relative"
+        low_below_percentile = 70
+        """,
+        [
+            "regions.toml:3: regions.eu-west.levels.low_below_percentile: must be lower than "
+            "high_above_percentile = 67, got 70"
+        ],
+        id="levels-relative-low-above-default-high",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = 4
+        levels = { mode = "relative", high_above_percentile = 101 }
+        """,
+        [
+            "regions.toml:3: regions.eu-west.levels.high_above_percentile: must be a number from "
+            "0 to 100, got 101"
+        ],
+        id="levels-inline-table",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = 4
+        levels.mode = "relative"
+        levels.history_hours = -1
+        """,
+        [
+            "regions.toml:4: regions.eu-west.levels.history_hours: must be a positive integer, "
+            "got -1"
+        ],
+        id="levels-dotted-keys",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        levels = "relative"
+        """,
+        ['regions.toml:2: regions.eu-west.levels: must be a table, got "relative"'],
+        id="levels-not-table",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.energy]
+        watts_per_vcpu_idle = 4
+        watts_per_vcpu_busy = 3.5
+        cpu_utilization = 1.5
+        watts_per_gb_memory = -0.1
+        watts_per_gpu = 300
+        """,
+        [
+            "regions.toml:2: regions.eu-west.energy.watts_per_vcpu_idle: must not exceed "
+            "watts_per_vcpu_busy = 3.5, got 4",
+            "regions.toml:4: regions.eu-west.energy.cpu_utilization: must be a number from 0 to 1, "
+            "got 1.5",
+            "regions.toml:5: regions.eu-west.energy.watts_per_gb_memory: must be a number >= 0, "
+            "got -0.1",
+            "regions.toml:6: regions.eu-west.energy.watts_per_gpu: unknown key; allowed: "
+            "cpu_utilization, watts_per_gb_memory, watts_per_vcpu_busy, watts_per_vcpu_idle",
+        ],
+        id="energy",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = 4
+
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        pods = 110
+        """,
+        [
+            "regions.toml:4: regions.eu-west.nodes[0].cpu: missing required key; add it to "
+            "[[regions.eu-west.nodes]] number 1 (line 4)",
+            "regions.toml:4: regions.eu-west.nodes[0].memory: missing required key; add it to "
+            "[[regions.eu-west.nodes]] number 1 (line 4)",
+        ],
+        id="node-missing-cpu-and-memory",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+
+        [[regions.eu-west.nodes]]
+        cpu = "4"
+        memory = "16Gi"
+        """,
+        [
+            "regions.toml:6: regions.eu-west.nodes[1].name: missing required key; add it to "
+            "[[regions.eu-west.nodes]] number 2 (line 6)",
+        ],
+        id="second-node-missing-name",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+        ephemeral_storage = "-1Gi"
+        """,
+        [
+            "regions.toml:5: regions.eu-west.nodes[0].ephemeral_storage: must not be negative, "
+            'got "-1Gi"',
+        ],
+        id="node-negative-storage",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = 0
+        memory = [16]
+        """,
+        [
+            "regions.toml:3: regions.eu-west.nodes[0].cpu: must be a positive quantity, got 0",
+            "regions.toml:4: regions.eu-west.nodes[0].memory: must be a Kubernetes quantity such "
+            "as 16Gi, 512Mi or 1e9, got [16]",
+        ],
+        id="node-zero-cpu-and-array-memory",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+        """,
+        [
+            "regions.toml:7: regions.eu-west.nodes[1].name: duplicate node name in this region "
+            '(first defined at line 1), got "node-1"'
+        ],
+        id="node-duplicate-name",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "Node_1"
+        cpu = "4"
+        memory = "16Gi"
+        pods = 0
+        ready = "yes"
+        """,
+        [
+            "regions.toml:2: regions.eu-west.nodes[0].name: must be a DNS-1123 subdomain: "
+            "lower-case letters, digits, '-' and '.', starting and ending with a letter or digit "
+            '(for example node-1.example.com), got "Node_1"',
+            "regions.toml:5: regions.eu-west.nodes[0].pods: must be a positive integer, got 0",
+            'regions.toml:6: regions.eu-west.nodes[0].ready: must be true or false, got "yes"',
+        ],
+        id="node-name-pods-ready",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+        [regions.eu-west.nodes.labels]
+        "topology.kubernetes.io/zone" = "zone a"
+        "bad key!" = "x"
+        tier = 3
+        """,
+        [
+            'regions.toml:6: regions.eu-west.nodes[0].labels."topology.kubernetes.io/zone": '
+            "invalid value: must consist of letters, digits, '-', '_' and '.', starting and "
+            'ending with a letter or digit, got "zone a"',
+            'regions.toml:7: regions.eu-west.nodes[0].labels."bad key!": invalid key: name part '
+            "must consist of letters, digits, '-', '_' and '.', starting and ending with a "
+            "letter or digit",
+            "regions.toml:8: regions.eu-west.nodes[0].labels.tier: must be a string, got 3",
+        ],
+        id="node-labels-subtable",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+        taints = [
+          { key = "dedicated", value = "batch", effect = "NoSchedule" },
+          { key = "dedicated", effect = "NoSchedul" },
+          { value = "x", effect = "NoExecute" },
+          { key = "dedicated", effect = "NoSchedule" },
+          { key = "spot" },
+        ]
+        """,
+        [
+            "regions.toml:7: regions.eu-west.nodes[0].taints[1].effect: unknown taint effect, "
+            'got "NoSchedul"; allowed: NoSchedule, PreferNoSchedule, NoExecute',
+            "regions.toml:8: regions.eu-west.nodes[0].taints[2].key: missing required key; add "
+            "it to inline table regions.eu-west.nodes[0].taints[2] (line 8)",
+            "regions.toml:9: regions.eu-west.nodes[0].taints[3]: duplicate taint: another taint "
+            'has the same key and effect, got "dedicated:NoSchedule"',
+            "regions.toml:10: regions.eu-west.nodes[0].taints[4].effect: missing required key; "
+            "add it to inline table regions.eu-west.nodes[0].taints[4] (line 10), for example "
+            'effect = "NoSchedule"',
+        ],
+        id="node-taints-inline",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+
+        [[regions.eu-west.nodes.taints]]
+        key = "a"
+        effect = "NoSchedule"
+
+        [[regions.eu-west.nodes.taints]]
+        key = "b"
+        effect = "Never"
+        """,
+        [
+            "regions.toml:12: regions.eu-west.nodes[0].taints[1].effect: unknown taint effect, "
+            'got "Never"; allowed: NoSchedule, PreferNoSchedule, NoExecute',
+        ],
+        id="node-taints-array-of-tables",
+    ),
+    pytest.param(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4"
+        memory = "16Gi"
+        extended = { "example.com/gpu" = "500m", cpu = 1, gpu = 2 }
+        """,
+        [
+            'regions.toml:5: regions.eu-west.nodes[0].extended."example.com/gpu": must be a whole '
+            'number for an extended resource, got "500m"',
+            "regions.toml:5: regions.eu-west.nodes[0].extended.cpu: invalid extended resource "
+            "name: is a standard resource; set it with the node key cpu instead",
+            "regions.toml:5: regions.eu-west.nodes[0].extended.gpu: invalid extended resource "
+            "name: must be fully qualified with a domain prefix (for example example.com/gpu)",
+        ],
+        id="node-extended",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.nodes]
+        name = "node-1"
+        """,
+        [
+            "regions.toml:1: regions.eu-west.nodes: must be an array of tables, written as "
+            "[[regions.eu-west.nodes]], got a table"
+        ],
+        id="nodes-single-table",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        nodes = ["node-1"]
+        """,
+        [
+            "regions.toml:2: regions.eu-west.nodes[0]: must be a table with the keys of a node, "
+            'got "node-1"'
+        ],
+        id="nodes-array-of-strings",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        intensity_g_per_kwh = 100
+        """,
+        [
+            "regions.toml:1: regions.eu-west.carbon.source: missing required key; add it to "
+            '[regions.eu-west.carbon] (line 1), for example source = "replay"'
+        ],
+        id="carbon-missing-source",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "electricity-maps"
+        """,
+        [
+            "regions.toml:2: regions.eu-west.carbon.source: unknown carbon source, got "
+            '"electricity-maps"; allowed: static, replay'
+        ],
+        id="carbon-unknown-source",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "static"
+        intensity_g_per_kwh = -1
+        seconds_per_hour = 10
+        """,
+        [
+            "regions.toml:3: regions.eu-west.carbon.intensity_g_per_kwh: must be a number >= 0, "
+            "got -1",
+            'regions.toml:4: regions.eu-west.carbon.seconds_per_hour: unknown key (only with '
+            'source = "replay"); allowed: source, intensity_g_per_kwh, options of the source',
+        ],
+        id="carbon-static",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "static"
+        """,
+        [
+            "regions.toml:1: regions.eu-west.carbon.intensity_g_per_kwh: missing required key; "
+            "add it to [regions.eu-west.carbon] (line 1)"
+        ],
+        id="carbon-static-missing-intensity",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        carbon = { source = "replay", seconds_per_hour = 0 }
+        """,
+        [
+            "regions.toml:2: regions.eu-west.carbon.trace: missing required key; add it to "
+            "inline table regions.eu-west.carbon (line 2)",
+            "regions.toml:2: regions.eu-west.carbon.seconds_per_hour: must be a number > 0, got 0",
+        ],
+        id="carbon-replay-inline",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        max_pods = 4
+
+        [regions.us-east]
+        max_pods = 2
+
+        [[regions.us-east.nodes]]
+        name = "a"
+        cpu = "1"
+        memory = "1Gi"
+
+        [[regions.eu-west.nodes]]
+        name = "b"
+        cpu = "1"
+        memory = "1Gi"
+
+        [[regions.us-east.nodes]]
+        name = "c"
+        cpu = "1"
+        memory = "1Gi"
+        pods = -3
+        """,
+        ["regions.toml:21: regions.us-east.nodes[1].pods: must be a positive integer, got -3"],
+        id="nodes-of-two-regions-interleaved",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        'max_pods' = 0
+        "pue" = 0
+        """,
+        [
+            "regions.toml:2: regions.eu-west.max_pods: must be a positive integer, got 0",
+            "regions.toml:3: regions.eu-west.pue: must be a number >= 1, got 0",
+        ],
+        id="quoted-keys",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west]
+        description = '''
+        max_pods = 4
+        '''
+        max_pods = 0
+        """,
+        [
+            "regions.toml:2: regions.eu-west.description: unknown key; allowed: carbon, context, "
+            "energy, kubeconfig, levels, max_pods, namespaces, nodes, pue",
+            "regions.toml:5: regions.eu-west.max_pods: must be a positive integer, got 0",
+        ],
+        id="multiline-string-is-skipped",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BROKEN)
+def test_broken_config_message(text, expected):
+    assert errors_of(text) == expected
+
+
+def test_invalid_quantities_name_line_path_and_value():
+    # The reason in the middle comes from the quantity parser; the frame around it is ours.
+    lines = errors_of(
+        """\
+        [[regions.eu-west.nodes]]
+        name = "node-1"
+        cpu = "4 cores"
+        memory = "16GB"
+        """
+    )
+    assert len(lines) == 2
+    assert lines[0].startswith("regions.toml:3: regions.eu-west.nodes[0].cpu: invalid quantity: ")
+    assert "whitespace" in lines[0]
+    assert lines[0].endswith('; write it like 4, 3500m or 0.5, got "4 cores"')
+    assert lines[1].startswith("regions.toml:4: regions.eu-west.nodes[0].memory: invalid quantity: ")
+    assert "'GB'" in lines[1]
+    assert lines[1].endswith('; write it like 16Gi, 512Mi or 1e9, got "16GB"')
+
+
+def test_every_error_is_collected():
+    text = """\
+        [scheduler]
+        planning_horizon_hours = 0
+
+        [regions.eu-west]
+        max_pods = 0
+        pue = 0.5
+
+        [regions.us-east]
+        max_pods = -2
+
+        [[regions.us-east.nodes]]
+        name = "n"
+        cpu = "x"
+        memory = "1Gi"
+        """
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    issues = caught.value.issues
+    assert [(issue.line, issue.path) for issue in issues] == [
+        (2, "scheduler.planning_horizon_hours"),
+        (5, "regions.eu-west.max_pods"),
+        (6, "regions.eu-west.pue"),
+        (9, "regions.us-east.max_pods"),
+        (13, "regions.us-east.nodes[0].cpu"),
+    ]
+    assert all(issue.file == "regions.toml" for issue in issues)
+    assert len(str(caught.value).split("\n")) == 5
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "[regions.eu-west]\nmax_pods = \n",
+            "regions.toml:2:12: invalid TOML: invalid value",
+            id="missing-value",
+        ),
+        pytest.param(
+            "[regions.eu-west]\nmax_pods = 4\nmax_pods = 5\n",
+            "regions.toml:3:13: invalid TOML: cannot overwrite a value",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            "[regions.eu-west\nmax_pods = 4\n",
+            "regions.toml:1:17: invalid TOML: expected ']' at the end of a table declaration",
+            id="unclosed-header",
+        ),
+        pytest.param(
+            'name = "unterminated',
+            "regions.toml:1:21: invalid TOML: unterminated string",
+            id="unterminated-string",
+        ),
+    ],
+)
+def test_toml_syntax_error_has_line_and_column(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "regions.toml")
+    assert str(caught.value) == expected
+    assert caught.value.issues[0].column is not None
+
+
+def test_load_missing_file(tmp_path):
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing)
+    assert str(caught.value) == (
+        f"{missing}: cannot read the configuration file: No such file or directory"
+    )
+
+
+def test_load_invalid_utf8(tmp_path):
+    file = tmp_path / "regions.toml"
+    file.write_bytes(b"[regions.eu-west]\nmax_pods = 4 # \xff\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(file)
+    assert str(caught.value) == f"{file}:2: invalid UTF-8 at byte 33; save the file as UTF-8"
+
+
+def test_load_error_names_given_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("regions.toml").write_text("[regions.eu-west]\nmax_pods = -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config("regions.toml")
+    assert str(caught.value) == (
+        "regions.toml:2: regions.eu-west.max_pods: must be a positive integer, got -1"
+    )
+
+
+# The line locator.
+
+LAYOUTS = """\
+# comment with [brackets] and = signs
+[scheduler]
+forecaster = "a # not a comment"  # a comment
+
+[regions.eu-west.levels]
+mode = "relative"
+
+[regions.eu-west]
+max_pods = 4
+energy.watts_per_vcpu_idle = 0.74
+carbon = { source = "static", "intensity_g_per_kwh" = 100 }
+namespaces = [
+  "a",  # first
+  "b",
+]
+note = \"\"\"
+max_pods = 5
+[regions.fake]
+\"\"\"
+
+[[regions.eu-west.nodes]]
+name = "n1"
+labels = { "topology.kubernetes.io/zone" = "z", 'literal.key' = "x" }
+taints = [
+  { key = "k", effect = "NoSchedule" },
+  { key = "k2", effect = "NoExecute" },
+]
+
+[[regions.eu-west.nodes]]
+name = "n2"
+[regions.eu-west.nodes.labels]
+"kubernetes.io/hostname" = "n2"
+when = 1979-05-27 07:32:00Z
+
+[ regions . "us-east" ]
+max_pods = 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "line", "kind"),
+    [
+        pytest.param(("scheduler",), 2, Kind.TABLE, id="table-header"),
+        pytest.param(("scheduler", "forecaster"), 3, Kind.KEY, id="key-with-hash-in-string"),
+        pytest.param(("regions",), 5, Kind.IMPLICIT, id="implicit-parent"),
+        pytest.param(("regions", "eu-west"), 8, Kind.TABLE, id="header-after-subtable"),
+        pytest.param(("regions", "eu-west", "levels"), 5, Kind.TABLE, id="subtable-first"),
+        pytest.param(("regions", "eu-west", "levels", "mode"), 6, Kind.KEY, id="subtable-key"),
+        pytest.param(("regions", "eu-west", "energy"), 10, Kind.IMPLICIT, id="dotted-parent"),
+        pytest.param(
+            ("regions", "eu-west", "energy", "watts_per_vcpu_idle"), 10, Kind.KEY, id="dotted-key"
+        ),
+        pytest.param(("regions", "eu-west", "carbon"), 11, Kind.KEY, id="inline-table"),
+        pytest.param(
+            ("regions", "eu-west", "carbon", "intensity_g_per_kwh"),
+            11,
+            Kind.KEY,
+            id="quoted-key-in-inline-table",
+        ),
+        pytest.param(("regions", "eu-west", "namespaces", 0), 13, Kind.ELEMENT, id="element-0"),
+        pytest.param(("regions", "eu-west", "namespaces", 1), 14, Kind.ELEMENT, id="element-1"),
+        pytest.param(("regions", "eu-west", "note"), 16, Kind.KEY, id="multiline-string"),
+        pytest.param(("regions", "eu-west", "nodes"), 21, Kind.ARRAY, id="array-of-tables"),
+        pytest.param(("regions", "eu-west", "nodes", 0), 21, Kind.ARRAY_TABLE, id="first-element"),
+        pytest.param(("regions", "eu-west", "nodes", 0, "name"), 22, Kind.KEY, id="element-key"),
+        pytest.param(
+            ("regions", "eu-west", "nodes", 0, "labels", "topology.kubernetes.io/zone"),
+            23,
+            Kind.KEY,
+            id="quoted-label-key",
+        ),
+        pytest.param(
+            ("regions", "eu-west", "nodes", 0, "labels", "literal.key"),
+            23,
+            Kind.KEY,
+            id="literal-key",
+        ),
+        pytest.param(
+            ("regions", "eu-west", "nodes", 0, "taints", 1, "effect"),
+            26,
+            Kind.KEY,
+            id="inline-table-in-multiline-array",
+        ),
+        pytest.param(("regions", "eu-west", "nodes", 1), 29, Kind.ARRAY_TABLE, id="second-element"),
+        pytest.param(
+            ("regions", "eu-west", "nodes", 1, "labels"), 31, Kind.TABLE, id="table-in-element"
+        ),
+        pytest.param(
+            ("regions", "eu-west", "nodes", 1, "labels", "kubernetes.io/hostname"),
+            32,
+            Kind.KEY,
+            id="key-in-table-in-element",
+        ),
+        pytest.param(
+            ("regions", "eu-west", "nodes", 1, "labels", "when"), 33, Kind.KEY, id="datetime-value"
+        ),
+        pytest.param(("regions", "us-east"), 35, Kind.TABLE, id="spaced-quoted-header"),
+        pytest.param(("regions", "us-east", "max_pods"), 36, Kind.KEY, id="key-after-spaced-header"),
+    ],
+)
+def test_source_map_lines(path, line, kind):
+    source_map = build_source_map(LAYOUTS)
+    definition = source_map.definition(path)
+    assert definition is not None
+    assert definition.line == line
+    assert definition.kind is kind
+
+
+def test_source_map_ignores_keys_inside_strings():
+    source_map = build_source_map(LAYOUTS)
+    assert source_map.definition(("regions", "fake")) is None
+    assert source_map.line_of(("regions", "eu-west", "max_pods")) == 9
+
+
+def test_source_map_falls_back_to_parent():
+    source_map = build_source_map(LAYOUTS)
+    assert source_map.line_of(("regions", "eu-west", "nodes", 1, "cpu")) == 29
+    assert source_map.line_of(("nowhere",)) == 1
+
+
+def test_source_map_handles_crlf():
+    text = "[regions.a]\r\nmax_pods = 4\r\n[regions.b]\r\nmax_pods = 5\r\n"
+    source_map = build_source_map(text)
+    assert source_map.line_of(("regions", "b", "max_pods")) == 4
+
+
+def test_source_map_keeps_lines_before_unexpected_input():
+    source_map = build_source_map("[regions.a]\nmax_pods = 4\n@@@\n[regions.b]\n")
+    assert source_map.line_of(("regions", "a", "max_pods")) == 2
+    assert source_map.definition(("regions", "b")) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        pytest.param(("regions", "eu-west", "max_pods"), "regions.eu-west.max_pods", id="bare"),
+        pytest.param(("regions", "a", "nodes", 2, "cpu"), "regions.a.nodes[2].cpu", id="index"),
+        pytest.param(("labels", "kubernetes.io/hostname"), 'labels."kubernetes.io/hostname"', id="quoted"),
+        pytest.param(("a", 'say "hi"\n'), 'a."say \\"hi\\"\\u000a"', id="escaped"),
+        pytest.param((), "", id="empty"),
+    ],
+)
+def test_format_key_path(path, text):
+    assert format_key_path(path) == text
+
+
+# Properties.
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=300))
+def test_arbitrary_text_raises_only_config_error(text):
+    try:
+        parse_config(text, "regions.toml")
+    except ConfigError as error:
+        assert error.issues
+        assert all(str(issue).startswith("regions.toml") for issue in error.issues)
+
+
+FRAGMENTS = [
+    "[scheduler]",
+    "[regions.eu-west]",
+    "[regions.us-east]",
+    "[regions.eu-west.levels]",
+    "[regions.eu-west.energy]",
+    "[regions.eu-west.carbon]",
+    "[[regions.eu-west.nodes]]",
+    "[[regions.eu-west.nodes.taints]]",
+    "[regions.eu-west.nodes.labels]",
+    "[regions.eu-west.nodes.extended]",
+]
+KEYS = [
+    "max_pods", "pue", "kubeconfig", "context", "namespaces", "levels", "energy", "nodes",
+    "carbon", "mode", "low_below_g_per_kwh", "high_above_g_per_kwh", "low_below_percentile",
+    "high_above_percentile", "history_hours", "watts_per_vcpu_idle", "watts_per_vcpu_busy",
+    "cpu_utilization", "name", "cpu", "memory", "ephemeral_storage", "pods", "labels",
+    "taints", "ready", "unschedulable", "extended", "source", "trace", "seconds_per_hour",
+    "intensity_g_per_kwh", "key", "value", "effect", '"nvidia.com/gpu"', "forecaster",
+]
+TOML_VALUES = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.floats(allow_nan=True).map(lambda x: "nan" if math.isnan(x) else repr(x).replace("inf", "inf")),
+    st.booleans().map(lambda b: "true" if b else "false"),
+    st.sampled_from(
+        ['"4"', '"16Gi"', '"500m"', '"x"', '""', '"NoSchedule"', '"relative"', '"absolute"',
+         '"static"', '"replay"', '"1e3"', '"-1"', "[]", '["a", 1]', "{}", '{ key = "k" }',
+         '[{ key = "k", effect = "NoSchedule" }]', '{ "example.com/gpu" = 1 }']
+    ),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(FRAGMENTS),
+            st.tuples(st.sampled_from(KEYS), TOML_VALUES).map(lambda kv: f"{kv[0]} = {kv[1]}"),
+        ),
+        max_size=25,
+    )
+)
+def test_config_like_text_raises_only_config_error(lines):
+    text = "\n".join(lines)
+    try:
+        config = parse_config(text, "regions.toml")
+    except ConfigError as error:
+        assert error.issues
+        lines_count = text.count("\n") + 1
+        for issue in error.issues:
+            assert issue.line is None or 1 <= issue.line <= lines_count
+    else:
+        assert config.regions
+
+
+@given(
+    bad=st.one_of(st.integers(max_value=0), st.just('"four"'), st.just("1.5")).map(str),
+    layout=st.sampled_from(["header", "dotted", "inline"]),
+    padding=st.integers(min_value=0, max_value=5),
+    before=st.booleans(),
+)
+def test_error_line_points_at_key(bad, layout, padding, before):
+    filler = "\n" * padding
+    other = '[regions.us-east]\npue = 1.2\n'
+    if layout == "header":
+        region = f"[regions.eu-west]\npue = 1.1\n{filler}max_pods = {bad}\n"
+    elif layout == "dotted":
+        region = f"[regions]\n{filler}eu-west.max_pods = {bad}\n"
+    else:
+        region = f"[regions]\n{filler}eu-west = {{ pue = 1.1, max_pods = {bad} }}\n"
+    text = other + region if before and layout == "header" else region
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "regions.toml")
+    (issue,) = caught.value.issues
+    assert issue.path == "regions.eu-west.max_pods"
+    assert "max_pods" in text.split("\n")[issue.line - 1]
