@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from carbon_scheduler.config.types import Config, RegionSpec, SchedulerSettings
+from carbon_scheduler.carbon.traces import Trace
+from carbon_scheduler.config.types import AbsoluteLevels, Config, RegionSpec, SchedulerSettings
+from carbon_scheduler.forecasting import Forecaster, SeasonalNaive
 from carbon_scheduler.model import Node, PodRequirements, Resources, Task, TaskClass
 from carbon_scheduler.policy.fit import NodeUsage
 from carbon_scheduler.policy.placement import RegionView
 from carbon_scheduler.policy.windows import Outlook
+from carbon_scheduler.replay.baseline import run_baseline
+from carbon_scheduler.replay.context import ReplayContext
+from carbon_scheduler.replay.oracle import run_oracle
+from carbon_scheduler.replay.results import PolicyRun
+from carbon_scheduler.replay.simulator import run_scheduler
 
 HOUR = 3600
 T0 = 1_700_000_000 - 1_700_000_000 % HOUR
@@ -56,3 +63,34 @@ def outlook(region: str, values: list[float], origin: int = T0) -> Outlook:
 
 def config(*specs: RegionSpec, **settings) -> Config:
     return Config(SchedulerSettings(**settings), tuple(specs))
+
+
+# Replay builders: traces, regions with chosen node sizes, and a replay of a
+# workload under all three policies.
+
+
+def hourly_trace(values: dict[str, list[float]] | dict[str, np.ndarray], start: int = T0) -> Trace:
+    """A trace with one hourly row per region, in the order of `values`."""
+    names = tuple(values)
+    return Trace(names, start, HOUR, np.array([np.asarray(values[name], dtype=float) for name in names]))
+
+
+def sized_region(name: str, nodes: tuple[Node, ...] | list[Node], *, max_pods: int = 4, **fields) -> RegionSpec:
+    """A region with the given nodes, for tests where node sizes matter."""
+    return RegionSpec(name=name, max_pods=max_pods, nodes=tuple(nodes), **fields)
+
+
+def absolute_levels(low_below: float = 100.0, high_above: float = 400.0) -> AbsoluteLevels:
+    """Fixed level thresholds, so a test knows every step's level from its value."""
+    return AbsoluteLevels(low_below_g_per_kwh=low_below, high_above_g_per_kwh=high_above)
+
+
+def replay_all(trace: Trace, cfg: Config, tasks: list[Task], forecaster: Forecaster | None = None) -> dict[str, PolicyRun]:
+    """Run the scheduler (seasonal-naive forecasts unless told), the baseline and
+    the oracle on one workload, keyed by policy name."""
+    context = ReplayContext.build(trace, cfg, tasks)
+    return {
+        "scheduler": run_scheduler(context, forecaster or SeasonalNaive()),
+        "baseline": run_baseline(context),
+        "oracle": run_oracle(context),
+    }

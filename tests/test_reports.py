@@ -510,7 +510,9 @@ def flat(text: str) -> str:
 def row_cells(text: str, first_cell: str) -> list[str]:
     """Return the cells of the table row whose first cell is `first_cell`."""
     for line in text.splitlines():
-        cells = [cell.strip() for cell in re.split(r"[│┃|]", line)]
+        # Tables are drawn without vertical rules: cells are separated by two or
+        # more spaces (cells themselves hold at most single spaces).
+        cells = [cell.strip() for cell in re.split(r"[│┃|]| {2,}", line)]
         cells = [cell for cell in cells if cell]
         if cells and cells[0] == first_cell:
             return cells
@@ -561,8 +563,8 @@ def test_report_expected_shares(result: ReplayResult) -> None:
     text = report_text(summarize(make_result(expected=expected)))
 
     assert "critical (actual/expected)" in text
-    assert row_cells(text, "eu-west") == ["eu-west", "8  80%/100%", "11", "8"]
-    assert row_cells(text, "asia-east") == ["asia-east", "2  20%/0%", "0", "0"]
+    assert row_cells(text, "eu-west") == ["eu-west", "8 (80%/100%)", "11", "8"]
+    assert row_cells(text, "asia-east") == ["asia-east", "2 (20%/0%)", "0", "0"]
 
 
 def test_report_plain_on_non_terminal(result: ReplayResult) -> None:
@@ -590,12 +592,21 @@ def test_render_table_columns(result: ReplayResult) -> None:
         "not started",
         "mean wait",
         "max wait",
-        "deadline misses",
-        "scheduler kg",
-        "baseline kg",
+        "misses",
+        "kg",
+        "baseline",
         "saved",
     ]
     assert table.row_count == 3
+
+
+def test_render_table_hides_empty_not_started(result: ReplayResult) -> None:
+    summary = summarize(result)
+    for row in summary["per_class"].values():
+        row["unstarted"] = 0
+    headers = [str(column.header) for column in render_table(summary).columns]
+    assert "not started" not in headers
+    assert headers[:2] == ["class", "tasks"]
 
 
 # Plots ---------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class SeasonalNaive:
     def forecast(
         self, history: np.ndarray, last_time: int, step_seconds: int, horizon: int
     ) -> np.ndarray:
-        period = DAY_SECONDS // step_seconds
+        period = max(1, DAY_SECONDS // step_seconds)
         if len(history) < period:
             return Persistence().forecast(history, last_time, step_seconds, horizon)
         last_day = np.asarray(history[-period:], dtype=float)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console, Group
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -80,28 +81,36 @@ def render_table(summary: Mapping[str, Any]) -> Table:
         value for row in per_class.values() for value in (row["emissions_kg"], row["baseline_emissions_kg"])
     )
 
-    table = Table(title="Per class (scheduler), emissions in kg CO2e", title_justify="left")
-    table.add_column("class")
-    for heading in ("tasks", "not started", "mean wait", "max wait", "deadline misses"):
-        table.add_column(heading, justify="right")
-    table.add_column("scheduler kg", justify="right")
-    table.add_column("baseline kg", justify="right")
-    table.add_column("saved", justify="right")
+    table = Table(
+        title="Per class (scheduler): waits, deadline misses, kg CO2e", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    table.add_column("class", no_wrap=True)
+    # "not started" only appears when some task never started, to keep the table
+    # within an 80-column terminal in the usual case.
+    show_unstarted = any(row["unstarted"] for row in per_class.values())
+    headings = ["tasks", "mean wait", "max wait", "misses", "kg", "baseline", "saved"]
+    if show_unstarted:
+        headings.insert(1, "not started")
+    for heading in headings:
+        # Headings wrap at spaces in a narrow terminal instead of being cut short.
+        table.add_column(heading, justify="right", min_width=max(len(word) for word in heading.split()))
 
     for class_name, row in per_class.items():
         baseline_kg = row["baseline_emissions_kg"]
         saved = 100.0 * (baseline_kg - row["emissions_kg"]) / baseline_kg if baseline_kg > 0 else None
-        table.add_row(
+        cells = [
             Text(class_name),
             str(row["tasks"]),
-            str(row["unstarted"]),
             format_duration(row["mean_wait_seconds"]),
             format_duration(row["max_wait_seconds"]),
             str(row["deadline_misses"]),
             format_kg(row["emissions_kg"], decimals),
             format_kg(baseline_kg, decimals),
             format_percent(saved),
-        )
+        ]
+        if show_unstarted:
+            cells.insert(2, str(row["unstarted"]))
+        table.add_row(*cells)
     return table
 
 
@@ -117,12 +126,10 @@ def render_totals(summary: Mapping[str, Any]) -> Table:
         "oracle": summary["oracle_saving_percent"],
     }
 
-    table = Table(title="Totals", title_justify="left")
-    table.add_column("policy")
-    table.add_column("kg CO2e", justify="right")
-    table.add_column("saved vs baseline", justify="right")
-    table.add_column("deadline misses", justify="right")
-    table.add_column("not started", justify="right")
+    table = Table(title="Totals", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("policy", no_wrap=True)
+    for heading in ("kg CO2e", "saved vs baseline", "deadline misses", "not started"):
+        table.add_column(heading, justify="right", min_width=max(len(word) for word in heading.split()))
     for policy in POLICIES:
         table.add_row(
             POLICY_LABELS[policy],
@@ -141,8 +148,8 @@ def render_regions(summary: Mapping[str, Any]) -> Table:
     expected = summary.get("expected_distribution") or {}
     class_names = list(next(iter(per_region.values()), {}))
 
-    table = Table(title="Tasks started per region (scheduler)", title_justify="left")
-    table.add_column("region")
+    table = Table(title="Tasks started per region (scheduler)", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("region", no_wrap=True)
     for class_name in class_names:
         heading = f"{class_name} (actual/expected)" if class_name in expected else class_name
         table.add_column(Text(heading), justify="right")
@@ -153,7 +160,7 @@ def render_regions(summary: Mapping[str, Any]) -> Table:
             cell = str(counts[class_name])
             shares = expected.get(class_name, {}).get(region)
             if shares is not None:
-                cell += f"  {_share(shares['actual'])}/{_share(shares['expected'])}"
+                cell += f" ({_share(shares['actual'])}/{_share(shares['expected'])})"
             cells.append(cell)
         table.add_row(*cells)
     return table
