@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     trace_commands = trace.add_subparsers(dest="trace_command", required=True)
     synth = trace_commands.add_parser("synth", help="write the synthetic demo trace")
     synth.add_argument("--out", type=Path, default=Path("traces/demo.csv"), help="output CSV (default traces/demo.csv)")
+    forecast = commands.add_parser("forecast", help="forecasters of carbon intensity")
+    forecast_commands = forecast.add_subparsers(dest="forecast_command", required=True)
+    backtest = forecast_commands.add_parser(
+        "backtest", help="rolling-origin backtest: MAE and MAPE per region, forecaster and horizon"
+    )
+    backtest.add_argument("trace", type=Path, help="carbon-intensity trace (CSV)")
+    backtest.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    backtest.add_argument(
+        "--forecaster", action="append", dest="forecasters", help="forecaster to include (repeatable; default all)"
+    )
     return parser
 
 
@@ -73,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_replay_command(args)
     if args.command == "trace" and args.trace_command == "synth":
         return run_synth_command(args)
+    if args.command == "forecast" and args.forecast_command == "backtest":
+        from carbon_scheduler.forecast_command import run_backtest_command
+
+        return run_backtest_command(args.trace, args.json, args.forecasters)
     raise AssertionError(f"unhandled command {args.command}")
 
 

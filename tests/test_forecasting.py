@@ -147,9 +147,9 @@ def test_constant_series_forecast_constant(name):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        pytest.param(-5.0, "-5.0 g/kWh 0 step", id="negative"),
-        pytest.param(math.nan, "nan g/kWh 0 step", id="nan"),
-        pytest.param(math.inf, "inf g/kWh 0 step", id="infinite"),
+        pytest.param(-5.0, "invalid intensity -5.0 g/kWh in history, 0 step", id="negative"),
+        pytest.param(math.nan, "invalid intensity nan g/kWh in history, 0 step", id="nan"),
+        pytest.param(math.inf, "invalid intensity inf g/kWh in history, 0 step", id="infinite"),
     ],
 )
 def test_invalid_last_value_raises(name, bad, message):

@@ -99,3 +99,15 @@ def test_ledger_bookings_never_exceed_cap(requests):
     for t in edges:
         running = sum(1 for start, end in accepted if start <= t < end)
         assert running <= cap
+
+
+def test_slot_starts_include_after_first():
+    book = ledger()
+    starts = book.slot_starts(ORIGIN + 10, ORIGIN + 600, include_after=True)
+    assert starts.tolist() == [ORIGIN + 10, ORIGIN + 300, ORIGIN + 600]
+
+
+def test_slot_starts_include_after_alone():
+    book = ledger()
+    starts = book.slot_starts(ORIGIN + 10, ORIGIN + 20, include_after=True)
+    assert starts.tolist() == [ORIGIN + 10]

@@ -138,7 +138,7 @@ class SchedulerSettings:
     default_expected_duration_seconds: int = 3600
     deadline_margin_seconds: int = 3600
     planning_horizon_hours: int = 48
-    forecaster: str = "seasonal-naive"
+    forecaster: str = "profile-ar-blend"
     deferrable_headroom_pods: int = 0
     defer_min_saving_percent: float = 10.0
 

@@ -13,8 +13,8 @@ iterated: each predicted step feeds the next.
 Each call fits the coefficients on the trailing `window_days` of history. It solves
 the normal equations, a 6 by 6 system, with a tiny ridge term. The ridge keeps the
 system solvable when columns coincide, as the daily and weekly lags do on a
-strictly periodic series. Because nothing is kept between calls, the fit cannot
-leak the future into a backtest.
+strictly periodic series. Nothing is kept between calls, so a forecast depends only
+on the history passed in (the tests check this for every registered forecaster).
 
 The iteration is cheap because lags of a day or more refer, for the first day of
 horizon, to known values: each day of horizon is one vector expression for those

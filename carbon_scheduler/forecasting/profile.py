@@ -22,7 +22,7 @@ level correction are relative rather than absolute: a windy day in a low-carbon
 grid moves the forecast by a similar share at every hour.
 
 With less history than the knobs ask for, each forecaster uses the whole periods it
-has, and with less than one period it holds the last value (persistence), so replay
+has, and with less than one period it returns the last value (persistence), so replay
 can call it from the first step.
 """
 
@@ -55,8 +55,8 @@ def check_values(values: np.ndarray) -> None:
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))[0]
     back = len(values) - 1 - int(bad)
     raise ValueError(
-        f"history holds {float(values[bad])!r} g/kWh {back} step(s) before the origin; "
-        "intensities must be finite and non-negative, so repair or drop that sample"
+        f"invalid intensity {float(values[bad])!r} g/kWh in history, {back} step(s) before "
+        "the origin; intensities must be finite and non-negative, so repair or drop that sample"
     )
 
 

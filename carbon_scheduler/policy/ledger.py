@@ -103,12 +103,15 @@ class CapacityLedger:
         pods = self._pods[region]
         return int(pods[index]) if 0 <= index < pods.size else 0
 
-    def slot_starts(self, after: int, until: int) -> np.ndarray:
-        """Slot boundaries t with after < t <= until, as Unix seconds."""
+    def slot_starts(self, after: int, until: int, *, include_after: bool = False) -> np.ndarray:
+        """Slot boundaries t with after < t <= until, as Unix seconds, preceded by
+        `after` itself when `include_after` is set."""
         first = (after - self.origin) // self.slot_seconds + 1
-        last = (until - self.origin) // self.slot_seconds
-        if last < first:
-            return np.empty(0, dtype=np.int64)
+        last = max((until - self.origin) // self.slot_seconds, first - 1)
+        if include_after:
+            starts = self.origin + np.arange(first - 1, last + 1, dtype=np.int64) * self.slot_seconds
+            starts[0] = after
+            return starts
         return self.origin + np.arange(first, last + 1, dtype=np.int64) * self.slot_seconds
 
     def spans(self, starts: np.ndarray, duration: int) -> SlotSpans:

@@ -75,9 +75,11 @@ class Outlook:
 
     def integrals(self, starts: np.ndarray, duration: int) -> np.ndarray:
         """`integral(s, s + duration)` for every start s, vectorised."""
-        return np.interp(starts + duration, self.knot_times, self.knot_values) - np.interp(
-            starts, self.knot_times, self.knot_values
-        )
+        return self.integrals_between(starts, starts + duration)
+
+    def integrals_between(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """`integral(starts[i], ends[i])` for every i, vectorised."""
+        return np.interp(ends, self.knot_times, self.knot_values) - np.interp(starts, self.knot_times, self.knot_values)
 
 
 _TIE_TOLERANCE = 1e-9
@@ -115,10 +117,9 @@ def plan_window(
     that starts now. Either is None when no candidate of its kind has room in the
     ledger.
     """
-    later = ledger.slot_starts(now, last_start)
-    starts = np.concatenate((np.array([now], dtype=np.int64), later))
-
+    starts = ledger.slot_starts(now, last_start, include_after=True)
     spans = ledger.spans(starts, task.duration)
+    ends = starts + task.duration
     request = task.requirements.request
     best: Window | None = None
     best_now: Window | None = None
@@ -126,14 +127,15 @@ def plan_window(
         room = ledger.room(region, spans, request, headroom_pods=headroom_pods)
         if not room.any():
             continue
-        costs = power_kw[region] * outlook.integrals(starts, task.duration)
+        costs = outlook.integrals_between(starts, ends)
+        costs *= power_kw[region]
         if room[0] and (best_now is None or _cleaner(float(costs[0]), now, best_now)):
             best_now = Window(region, now, now + task.duration, float(costs[0]))
-        masked = np.where(room, costs, np.inf)
-        lowest = float(masked.min())
+        costs[~room] = np.inf
+        lowest = float(costs.min())
         # The first start within rounding of the minimum, so the earliest start wins ties.
-        index = int(np.argmax(masked <= lowest + _TIE_TOLERANCE * abs(lowest)))
-        cost = float(masked[index])
+        index = int(np.argmax(costs <= lowest + _TIE_TOLERANCE * abs(lowest)))
+        cost = float(costs[index])
         start = int(starts[index])
         if best is None or _cleaner(cost, start, best):
             best = Window(region, start, start + task.duration, cost)
