@@ -1,5 +1,5 @@
-"""Command line: `carbon-scheduler replay|trace|forecast ...`, and `replay` as a
-command of its own."""
+"""Command line: `carbon-scheduler run|replay|trace|forecast ...`, and `replay` as
+a command of its own."""
 
 from __future__ import annotations
 
@@ -28,7 +28,19 @@ def default_regions_path() -> Path:
 
 
 def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trace", type=Path, help="carbon-intensity trace (CSV: long, wide, or Electricity Maps export)")
+    parser.add_argument(
+        "trace",
+        type=Path,
+        nargs="+",
+        help="carbon-intensity trace (CSV: long, wide, or Electricity Maps export); several files are merged",
+    )
+    parser.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        metavar="ZONE=REGION",
+        help="read the trace's region or zone ZONE as REGION, e.g. GB=eu-west for an Electricity Maps export (repeatable)",
+    )
     parser.add_argument("--workload", type=Path, help="workload CSV or JSON lines; default: a generated one")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated workload (default 1)")
     parser.add_argument(
@@ -46,15 +58,56 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="print no progress bar")
     parser.add_argument(
-        "--jobs", type=int, help="worker processes for the three policies (default: one per policy and core)"
+        "--jobs", type=_positive_int, help="worker processes for the three policies (default: one per policy and core)"
     )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {number}")
+    return number
+
+
+def _days(text: str) -> float | None:
+    if text == "all":
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = float("nan")
+    if not 0 < days < float("inf"):
+        raise ValueError(f"--days takes a positive number of days or 'all', got {text!r}")
+    return days
+
+
+def _zone_map(pairs: list[str]) -> dict[str, str] | None:
+    mapping = {}
+    for pair in pairs:
+        zone, separator, region = pair.partition("=")
+        if not separator or not zone or not region:
+            raise ValueError(f"--zone takes ZONE=REGION, such as GB=eu-west, got {pair!r}")
+        mapping[zone] = region
+    return mapping or None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbon-scheduler", description="Carbon-aware multi-region scheduler for Kubernetes.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="warning", help="log level: debug, info, warning, error (default warning)")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="log level (default warning; `run` logs at info unless told otherwise)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="schedule pods across the clusters of a regions config (the daemon)")
+    run.add_argument("--config", type=Path, default=Path("regions.toml"), help="regions config (default regions.toml)")
+    run.add_argument("--metrics-port", type=int, help="port for /metrics, /healthz and /readyz (default: no HTTP)")
 
     replay = commands.add_parser("replay", help="simulate the scheduler, a carbon-blind baseline and an oracle on a trace")
     _add_replay_arguments(replay)
@@ -78,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        configure_logging("info" if args.log_level == "warning" else args.log_level)
+        return run_daemon_command(args)
     configure_logging(args.log_level)
     if args.command == "replay":
         return run_replay_command(args)
@@ -109,12 +165,18 @@ def run_replay_command(args: argparse.Namespace) -> int:
     console = Console()
     errors = Console(stderr=True)
     try:
-        days = None if args.days == "all" else float(args.days)
-    except ValueError:
-        errors.print(f"error: --days takes a number of days or 'all', got {args.days!r}", markup=False)
+        days = _days(args.days)
+        zone_map = _zone_map(args.zone)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as error:
+        print(f"error: cannot create the output folder {args.out}: {error.strerror or error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     options = ReplayOptions(
-        trace=args.trace,
+        trace=tuple(args.trace) if len(args.trace) > 1 else args.trace[0],
+        zone_map=zone_map,
         seed=args.seed,
         days=days,
         workload=args.workload,
@@ -137,16 +199,20 @@ def run_replay_command(args: argparse.Namespace) -> int:
 
                 result = replay(options, config, jobs=args.jobs, progress=advance)
     except (ConfigError, TraceError, WorkloadError, ReplayInputError, ValueError, OSError) as error:
-        errors.print(f"error: {error}", markup=False, highlight=False)
+        # Plain print: an error must stay on one line whatever the terminal width.
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
 
-    args.out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
-    write_summary(summary, args.out / "summary.json")
-    write_tasks_csv(result, args.out / "tasks.csv")
-    written = [args.out / "summary.json", args.out / "tasks.csv"]
-    if not args.no_plots:
-        written += write_plots(result, args.out)
+    try:
+        write_summary(summary, args.out / "summary.json")
+        write_tasks_csv(result, args.out / "tasks.csv")
+        written = [args.out / "summary.json", args.out / "tasks.csv"]
+        if not args.no_plots:
+            written += write_plots(result, args.out)
+    except OSError as error:
+        print(f"error: cannot write the results to {args.out}: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
     print_report(summary, console)
     console.print("wrote " + ", ".join(str(path) for path in written), markup=False, highlight=False)
     return 0
@@ -164,13 +230,31 @@ def _progress_bar(console: Console) -> Progress:
     )
 
 
+def run_daemon_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from carbon_scheduler.config import ConfigError, load_config
+    from carbon_scheduler.daemon.app import run_daemon
+
+    try:
+        config = load_config(args.config)
+    except (ConfigError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return asyncio.run(run_daemon(config, metrics_port=args.metrics_port))
+
+
 def run_synth_command(args: argparse.Namespace) -> int:
     from carbon_scheduler.carbon.synthetic import make_demo_trace
     from carbon_scheduler.carbon.traces import write_trace
 
     trace = make_demo_trace()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_trace(trace, args.out)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_trace(trace, args.out)
+    except OSError as error:
+        print(f"error: cannot write {args.out}: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
     print(f"wrote {args.out}: {trace.steps} steps of {', '.join(trace.regions)}")
     return 0
 

@@ -81,13 +81,15 @@ def sized_region(name: str, nodes: tuple[Node, ...] | list[Node], *, max_pods: i
 
 
 def absolute_levels(low_below: float = 100.0, high_above: float = 400.0) -> AbsoluteLevels:
-    """Fixed level thresholds, so a test knows every step's level from its value."""
+    """Fixed level thresholds, so a test can tell every step's level from its value."""
     return AbsoluteLevels(low_below_g_per_kwh=low_below, high_above_g_per_kwh=high_above)
 
 
-def replay_all(trace: Trace, cfg: Config, tasks: list[Task], forecaster: Forecaster | None = None) -> dict[str, PolicyRun]:
-    """Run the scheduler (seasonal-naive forecasts unless told), the baseline and
-    the oracle on one workload, keyed by policy name."""
+def replay_all(
+    trace: Trace, cfg: Config, tasks: list[Task], forecaster: Forecaster | None = None
+) -> dict[str, PolicyRun]:
+    """Run the scheduler (with seasonal-naive forecasts unless `forecaster` is
+    given), the baseline and the oracle on one workload, keyed by policy name."""
     context = ReplayContext.build(trace, cfg, tasks)
     return {
         "scheduler": run_scheduler(context, forecaster or SeasonalNaive()),

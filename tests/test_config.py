@@ -136,8 +136,6 @@ def test_full_region_values():
         [regions.eu-west.carbon]
         source = "static"
         intensity_g_per_kwh = 0
-        zone = "GB"
-        api = { url = "http://127.0.0.1:9", timeout_seconds = 5 }
 
         [[regions.eu-west.nodes]]
         name = "gpu-1.example.com"
@@ -167,10 +165,7 @@ def test_full_region_values():
     assert region.carbon is not None
     assert region.carbon.kind is CarbonSourceKind.STATIC
     assert region.carbon.intensity_g_per_kwh == 0.0
-    assert dict(region.carbon.options) == {
-        "zone": "GB",
-        "api": {"url": "http://127.0.0.1:9", "timeout_seconds": 5},
-    }
+    assert dict(region.carbon.options) == {}
     (node,) = region.nodes
     assert node.name == "gpu-1.example.com"
     assert node.allocatable.milli_cpu == 3500
@@ -198,6 +193,120 @@ def test_replay_seconds_per_hour_defaults_to_real_time():
     assert carbon is not None
     assert carbon.trace == "/t.csv"
     assert carbon.seconds_per_hour == 3600.0
+
+
+def test_electricitymaps_options_kept():
+    config = parse(
+        REGION
+        + """
+        [regions.eu-west.carbon]
+        source = "electricitymaps"
+        zone = "DE"
+        api_key_env = "ELECTRICITY_MAPS_KEY"
+        emission_factor_type = "direct"
+        disable_estimations = true
+        history_endpoint = "history"
+        base_url = "http://127.0.0.1:8080/prefix"
+        timeout_seconds = 2.5
+        max_attempts = 3
+        backoff_initial_seconds = 0.5
+        backoff_max_seconds = 8
+        retry_after_max_seconds = 60
+        cache_ttl_seconds = 0
+        """
+    )
+    carbon = config.region("eu-west").carbon
+    assert carbon is not None
+    assert carbon.kind is CarbonSourceKind.ELECTRICITYMAPS
+    assert dict(carbon.options) == {
+        "zone": "DE",
+        "api_key_env": "ELECTRICITY_MAPS_KEY",
+        "emission_factor_type": "direct",
+        "disable_estimations": True,
+        "history_endpoint": "history",
+        "base_url": "http://127.0.0.1:8080/prefix",
+        "timeout_seconds": 2.5,
+        "max_attempts": 3,
+        "backoff_initial_seconds": 0.5,
+        "backoff_max_seconds": 8.0,
+        "retry_after_max_seconds": 60.0,
+        "cache_ttl_seconds": 0.0,
+    }
+
+
+def test_carbon_files_resolve_against_config_dir(tmp_path):
+    file = tmp_path / "regions.toml"
+    file.write_text(
+        "[regions.eu-west.carbon]\n"
+        'source = "watttime"\nregion = "CAISO_NORTH"\n'
+        'username_file = "secrets/user"\npassword_file = "secrets/password"\n'
+        'signal_type = "co2_aoer"\nhorizon_hours = 0\n'
+        "[regions.us-east.carbon]\n"
+        'source = "scripted"\nschedule = "demo/schedule.toml"\nschedule_region = "eu-west"\n'
+        "[regions.asia-east.carbon]\n"
+        'source = "electricitymaps"\nzone = "KR"\napi_key_file = "/run/secrets/em"\n',
+        encoding="utf-8",
+    )
+    config = load_config(file)
+
+    watttime = config.region("eu-west").carbon
+    assert watttime is not None
+    assert watttime.kind is CarbonSourceKind.WATTTIME
+    assert dict(watttime.options) == {
+        "region": "CAISO_NORTH",
+        "username_file": str(tmp_path / "secrets" / "user"),
+        "password_file": str(tmp_path / "secrets" / "password"),
+        "signal_type": "co2_aoer",
+        "horizon_hours": 0,
+    }
+
+    scripted = config.region("us-east").carbon
+    assert scripted is not None
+    assert scripted.kind is CarbonSourceKind.SCRIPTED
+    assert dict(scripted.options) == {
+        "schedule": str(tmp_path / "demo" / "schedule.toml"),
+        "schedule_region": "eu-west",
+    }
+
+    electricitymaps = config.region("asia-east").carbon
+    assert electricitymaps is not None
+    assert dict(electricitymaps.options) == {"zone": "KR", "api_key_file": "/run/secrets/em"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "options"),
+    [
+        pytest.param("", {}, id="national"),
+        pytest.param("region_id = 13\n", {"region_id": 13}, id="london"),
+        pytest.param(
+            "region_id = 1\nmax_attempts = 1\n", {"region_id": 1, "max_attempts": 1}, id="first"
+        ),
+    ],
+)
+def test_ukcarbon_options(lines, options):
+    text = REGION + '[regions.eu-west.carbon]\nsource = "ukcarbon"\n' + lines
+    carbon = parse(text).region("eu-west").carbon
+    assert carbon is not None
+    assert carbon.kind is CarbonSourceKind.UKCARBON
+    assert dict(carbon.options) == options
+
+
+@pytest.mark.parametrize(
+    ("lines", "options"),
+    [
+        pytest.param("start_offset_hours = 36.5\n", {"start_offset_hours": 36.5}, id="offset"),
+        pytest.param(
+            "start_time = 2023-10-21T02:00:00+02:00\n", {"start_time": 1697846400}, id="start-time"
+        ),
+        pytest.param('trace_region = "GB"\n', {"trace_region": "GB"}, id="trace-region"),
+    ],
+)
+def test_replay_options(lines, options):
+    text = REGION + '[regions.eu-west.carbon]\nsource = "replay"\ntrace = "/t.csv"\n' + lines
+    carbon = parse(text).region("eu-west").carbon
+    assert carbon is not None
+    assert carbon.trace == "/t.csv"
+    assert dict(carbon.options) == options
 
 
 def test_relative_paths_resolve_against_config_dir(tmp_path):
@@ -800,7 +909,8 @@ BROKEN = [
         """,
         [
             "regions.toml:2: regions.eu-west.carbon.source: unknown carbon source, got "
-            '"electricity-maps"; allowed: static, replay'
+            '"electricity-maps"; allowed: static, replay, scripted, electricitymaps, watttime, '
+            "ukcarbon"
         ],
         id="carbon-unknown-source",
     ),
@@ -815,7 +925,7 @@ BROKEN = [
             "regions.toml:3: regions.eu-west.carbon.intensity_g_per_kwh: must be a number >= 0, "
             "got -1",
             'regions.toml:4: regions.eu-west.carbon.seconds_per_hour: unknown key (only with '
-            'source = "replay"); allowed: source, intensity_g_per_kwh, options of the source',
+            'source = "replay"); allowed: source, intensity_g_per_kwh',
         ],
         id="carbon-static",
     ),
@@ -841,6 +951,189 @@ BROKEN = [
             "regions.toml:2: regions.eu-west.carbon.seconds_per_hour: must be a number > 0, got 0",
         ],
         id="carbon-replay-inline",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "electricitymaps"
+        """,
+        [
+            "regions.toml:1: regions.eu-west.carbon.zone: missing required key; add it to "
+            "[regions.eu-west.carbon] (line 1)",
+            "regions.toml:1: regions.eu-west.carbon.api_key_env: missing api_key; add one of "
+            "api_key_env, api_key_file to [regions.eu-west.carbon] (line 1), for example "
+            'api_key_env = "API_KEY"',
+        ],
+        id="carbon-electricitymaps-missing-zone-and-key",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "electricitymaps"
+        zone = "DE"
+        api_key_env = "1BAD"
+        api_key_file = "key.txt"
+        emission_factor_type = "marginal"
+        base_url = "ftp://x"
+        timeout_seconds = 0
+        backoff_initial_seconds = 10
+        backoff_max_seconds = 5
+        history_endpoint = "latest"
+        disable_estimations = "yes"
+        """,
+        [
+            "regions.toml:4: regions.eu-west.carbon.api_key_env: must be an environment variable "
+            "name: letters, digits and '_', not starting with a digit, got \"1BAD\"",
+            "regions.toml:5: regions.eu-west.carbon.api_key_file: conflicts with api_key_env; give "
+            "only one of api_key_env, api_key_file",
+            'regions.toml:6: regions.eu-west.carbon.emission_factor_type: unknown emission factor '
+            'type, got "marginal"; allowed: lifecycle, direct',
+            "regions.toml:7: regions.eu-west.carbon.base_url: must be an http:// or https:// URL "
+            'with a host, such as https://api.example.com, got "ftp://x"',
+            "regions.toml:8: regions.eu-west.carbon.timeout_seconds: must be a number > 0, got 0",
+            "regions.toml:9: regions.eu-west.carbon.backoff_initial_seconds: must not exceed "
+            "backoff_max_seconds = 5, got 10",
+            'regions.toml:11: regions.eu-west.carbon.history_endpoint: unknown history endpoint, '
+            'got "latest"; allowed: past-range, history',
+            'regions.toml:12: regions.eu-west.carbon.disable_estimations: must be true or false, '
+            'got "yes"',
+        ],
+        id="carbon-electricitymaps-bad-values",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "watttime"
+        region = "PJM_DC"
+        username = "demo"
+        signal_type = "health_damage"
+        horizon_hours = 80
+        zone = "US"
+        max_attempts = 0
+        """,
+        [
+            "regions.toml:1: regions.eu-west.carbon.password_env: missing password; add one of "
+            "password_env, password_file to [regions.eu-west.carbon] (line 1), for example "
+            'password_env = "PASSWORD"',
+            'regions.toml:5: regions.eu-west.carbon.signal_type: unsupported signal type, got '
+            '"health_damage"; allowed: co2_moer, co2_aoer',
+            "regions.toml:6: regions.eu-west.carbon.horizon_hours: must be at most 72, the longest "
+            "WattTime forecast, got 80",
+            'regions.toml:7: regions.eu-west.carbon.zone: unknown key (only with source = '
+            '"electricitymaps"); allowed: source, region, signal_type, horizon_hours, username, username_env, username_file, password_env, password_file, base_url, timeout_seconds, max_attempts, backoff_initial_seconds, backoff_max_seconds, retry_after_max_seconds, cache_ttl_seconds',
+            "regions.toml:8: regions.eu-west.carbon.max_attempts: must be a positive integer, got 0",
+        ],
+        id="carbon-watttime-bad-values",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "watttime"
+        region = "PJM_DC"
+        username = "demo"
+        username_env = "WT_USER"
+        password_file = ""
+        """,
+        [
+            "regions.toml:5: regions.eu-west.carbon.username_env: conflicts with username; give "
+            "only one of username, username_env, username_file",
+            'regions.toml:6: regions.eu-west.carbon.password_file: must be a non-empty path, got ""',
+        ],
+        id="carbon-watttime-credentials",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "ukcarbon"
+        region_id = 18
+        timeout_second = 5
+        cache_ttl_seconds = -1
+        """,
+        [
+            "regions.toml:3: regions.eu-west.carbon.region_id: must be a region id from 1 to 17 "
+            "(13 is London); leave it out for all of Great Britain, got 18",
+            "regions.toml:4: regions.eu-west.carbon.timeout_second: unknown key (did you mean "
+            "timeout_seconds?); allowed: source, region_id, base_url, timeout_seconds, "
+            "max_attempts, backoff_initial_seconds, backoff_max_seconds, "
+            "retry_after_max_seconds, cache_ttl_seconds",
+            "regions.toml:5: regions.eu-west.carbon.cache_ttl_seconds: must be a number >= 0, "
+            "got -1",
+        ],
+        id="carbon-ukcarbon-bad-values",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "ukcarbon"
+        zone = "GB"
+        """,
+        [
+            'regions.toml:3: regions.eu-west.carbon.zone: unknown key (only with source = '
+            '"electricitymaps"); allowed: source, region_id, base_url, timeout_seconds, '
+            "max_attempts, backoff_initial_seconds, backoff_max_seconds, "
+            "retry_after_max_seconds, cache_ttl_seconds",
+        ],
+        id="carbon-ukcarbon-foreign-key",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "static"
+        intensity_g_per_kwh = 10
+        timeout_seconds = 5
+        """,
+        [
+            'regions.toml:4: regions.eu-west.carbon.timeout_seconds: unknown key (only with '
+            'source = "electricitymaps", "watttime" or "ukcarbon"); allowed: source, '
+            "intensity_g_per_kwh",
+        ],
+        id="carbon-static-http-key",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "replay"
+        trace = "/t.csv"
+        start_offset_hours = -1
+        start_time = 2023-10-21T00:00:00
+        """,
+        [
+            "regions.toml:4: regions.eu-west.carbon.start_offset_hours: must be a number >= 0, "
+            "got -1",
+            "regions.toml:5: regions.eu-west.carbon.start_time: must carry a UTC offset; add Z "
+            "for UTC, as in 2023-10-21T00:00:00Z, got 2023-10-21T00:00:00",
+            "regions.toml:5: regions.eu-west.carbon.start_time: conflicts with "
+            "start_offset_hours; give only one of them",
+        ],
+        id="carbon-replay-start",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "replay"
+        trace = "/t.csv"
+        start_time = "2023-10-21T00:00:00Z"
+        """,
+        [
+            "regions.toml:4: regions.eu-west.carbon.start_time: must be a TOML date-time with "
+            'offset, such as 2023-10-21T00:00:00Z (no quotes), got "2023-10-21T00:00:00Z"',
+        ],
+        id="carbon-replay-start-time-string",
+    ),
+    pytest.param(
+        """\
+        [regions.eu-west.carbon]
+        source = "scripted"
+        schedule_region = "EU"
+        """,
+        [
+            "regions.toml:1: regions.eu-west.carbon.schedule: missing required key; add it to "
+            "[regions.eu-west.carbon] (line 1)",
+            "regions.toml:3: regions.eu-west.carbon.schedule_region: must be a DNS-1123 label: "
+            "lower-case letters, digits and '-', starting and ending with a letter or digit (for "
+            'example eu-west), got "EU"',
+        ],
+        id="carbon-scripted-missing-schedule",
     ),
     pytest.param(
         """\
@@ -1198,6 +1491,8 @@ KEYS = [
     "cpu_utilization", "name", "cpu", "memory", "ephemeral_storage", "pods", "labels",
     "taints", "ready", "unschedulable", "extended", "source", "trace", "seconds_per_hour",
     "intensity_g_per_kwh", "key", "value", "effect", '"nvidia.com/gpu"', "forecaster",
+    "zone", "api_key_env", "api_key_file", "region_id", "base_url", "timeout_seconds",
+    "max_attempts", "schedule", "start_time", "start_offset_hours", "password_env", "username",
 ]
 TOML_VALUES = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
@@ -1205,7 +1500,9 @@ TOML_VALUES = st.one_of(
     st.booleans().map(lambda b: "true" if b else "false"),
     st.sampled_from(
         ['"4"', '"16Gi"', '"500m"', '"x"', '""', '"NoSchedule"', '"relative"', '"absolute"',
-         '"static"', '"replay"', '"1e3"', '"-1"', "[]", '["a", 1]', "{}", '{ key = "k" }',
+         '"static"', '"replay"', '"electricitymaps"', '"watttime"', '"ukcarbon"',
+         '"scripted"', '"KEY_ENV"', '"http://127.0.0.1:1"', "2023-01-01T00:00:00Z",
+         '"1e3"', '"-1"', "[]", '["a", 1]', "{}", '{ key = "k" }',
          '[{ key = "k", effect = "NoSchedule" }]', '{ "example.com/gpu" = 1 }']
     ),
 )

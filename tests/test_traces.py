@@ -853,7 +853,7 @@ def test_write_trace_format(tmp_path: Path) -> None:
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     values=st.lists(
-        st.lists(st.integers(0, 10**6), min_size=2, max_size=20), min_size=1, max_size=3
+        st.lists(st.integers(0, 500_000), min_size=2, max_size=20), min_size=1, max_size=3
     ).filter(lambda rows: len({len(row) for row in rows}) == 1),
     step=st.sampled_from([300, 1800, 3600]),
 )
@@ -929,3 +929,17 @@ def test_recorded_slice_matches_14_day_file() -> None:
     part = whole.slice(expected.start, expected.end)
 
     assert part == expected
+
+
+def test_implausible_intensity_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    path.write_text(
+        "timestamp,region,intensity_g_per_kwh\n"
+        "2023-01-01T00:00:00Z,eu-west,120.5\n"
+        "2023-01-01T01:00:00Z,eu-west,1e300\n"
+    )
+    with pytest.raises(TraceError) as caught:
+        read_trace(path)
+    assert caught.value.line == 3
+    assert "above 5000 gCO2eq/kWh" in str(caught.value)
+    assert "1e300" in str(caught.value)

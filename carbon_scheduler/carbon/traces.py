@@ -466,6 +466,11 @@ class _TimestampParser:
         return (moment - _EPOCH) // timedelta(seconds=1)
 
 
+MAX_INTENSITY_G_PER_KWH = 5000.0
+"""Largest intensity accepted: five times a coal plant's, so a value above it is a
+unit mistake or a corrupt cell, never a real grid."""
+
+
 def _parse_value(text: str, path: str, line: int, column: str) -> float:
     """Parse an intensity cell: a float, NaN for a missing value, or an error."""
     try:
@@ -480,10 +485,19 @@ def _parse_value(text: str, path: str, line: int, column: str) -> float:
             line=line,
             value=text,
         ) from None
-    if 0.0 <= value < math.inf:
+    if 0.0 <= value <= MAX_INTENSITY_G_PER_KWH:
         return value
     if math.isnan(value):
         return value
+    if MAX_INTENSITY_G_PER_KWH < value < math.inf:
+        raise TraceError(
+            f"intensity {text.strip()!r} in column {column!r} is above {MAX_INTENSITY_G_PER_KWH:g} gCO2eq/kWh, "
+            "more than any power grid emits (coal plants emit about 1,000); check that the unit is g/kWh "
+            "and not g/MWh or lb/MWh",
+            path=path,
+            line=line,
+            value=text,
+        )
     raise TraceError(
         f"intensity {text.strip()!r} in column {column!r} is "
         f"{'infinite' if math.isinf(value) else 'negative'}; intensities are finite "

@@ -22,14 +22,20 @@ class ConfigIssue:
     column: int | None = None
 
     def __str__(self) -> str:
-        location = self.file
-        if self.line is not None:
-            location += f":{self.line}"
-            if self.column is not None:
-                location += f":{self.column}"
+        location = format_location(self.file, self.line, self.column)
         if self.path:
             return f"{location}: {self.path}: {self.message}"
         return f"{location}: {self.message}"
+
+
+def format_location(file: str, line: int | None, column: int | None = None) -> str:
+    """Return `FILE`, `FILE:LINE` or `FILE:LINE:COLUMN`, as compilers print them."""
+    location = file
+    if line is not None:
+        location += f":{line}"
+        if column is not None:
+            location += f":{column}"
+    return location
 
 
 class ConfigError(ValueError):

@@ -14,23 +14,30 @@ Schema (every table is optional, but at least one `[regions.NAME]` is required):
     [regions.NAME.energy]     the fields of EnergyModel
     [[regions.NAME.nodes]]    name, cpu, memory, ephemeral_storage, pods, labels,
                               taints, ready, unschedulable, extended
-    [regions.NAME.carbon]     source = "static" | "replay", and that source's keys;
-                              other keys pass through to CarbonSourceSpec.options
+    [regions.NAME.carbon]     source = "static" | "replay" | "scripted" |
+                              "electricitymaps" | "watttime" | "ukcarbon", and the
+                              keys of that source (CARBON_SOURCE_KEYS); any other
+                              key is an error. Keys without a CarbonSourceSpec
+                              field are validated and go to CarbonSourceSpec.options
 
-Relative paths (`kubeconfig`, `carbon.trace`) are resolved against the directory of
-the configuration file, so a config works from any working directory.
+Relative paths (`kubeconfig`, `carbon.trace`, `carbon.schedule` and the credential
+files) are resolved against the directory of the configuration file, so a config
+works from any working directory.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from carbon_scheduler.config.errors import ConfigError, ConfigIssue
 from carbon_scheduler.config.names import (
@@ -87,13 +94,55 @@ NODE_KEYS = (
     "extended",
 )
 TAINT_KEYS = ("key", "value", "effect")
-# The keys this loader reads for each carbon source. Every other key of a
-# `[regions.NAME.carbon]` table goes to CarbonSourceSpec.options unchecked, for the
-# source itself to read.
+# Settings of the HTTP client that every API source accepts (carbon.http.HttpSettings).
+CARBON_HTTP_KEYS = (
+    "base_url",
+    "timeout_seconds",
+    "max_attempts",
+    "backoff_initial_seconds",
+    "backoff_max_seconds",
+    "retry_after_max_seconds",
+    "cache_ttl_seconds",
+)
+# The keys of each carbon source, besides `source`.
 CARBON_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     CarbonSourceKind.STATIC.value: ("intensity_g_per_kwh",),
-    CarbonSourceKind.REPLAY.value: ("trace", "seconds_per_hour"),
+    CarbonSourceKind.REPLAY.value: (
+        "trace",
+        "seconds_per_hour",
+        "trace_region",
+        "start_offset_hours",
+        "start_time",
+    ),
+    CarbonSourceKind.SCRIPTED.value: ("schedule", "schedule_region"),
+    CarbonSourceKind.ELECTRICITYMAPS.value: (
+        "zone",
+        "api_key_env",
+        "api_key_file",
+        "emission_factor_type",
+        "disable_estimations",
+        "history_endpoint",
+        *CARBON_HTTP_KEYS,
+    ),
+    CarbonSourceKind.WATTTIME.value: (
+        "region",
+        "signal_type",
+        "horizon_hours",
+        "username",
+        "username_env",
+        "username_file",
+        "password_env",
+        "password_file",
+        *CARBON_HTTP_KEYS,
+    ),
+    CarbonSourceKind.UKCARBON.value: ("region_id", *CARBON_HTTP_KEYS),
 }
+EMISSION_FACTOR_TYPES = ("lifecycle", "direct")
+HISTORY_ENDPOINTS = ("past-range", "history")
+WATTTIME_SIGNAL_TYPES = ("co2_moer", "co2_aoer")
+WATTTIME_MAX_HORIZON_HOURS = 72
+UK_REGION_IDS = (1, 17)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 # Without `seconds_per_hour` a replayed trace runs in real time: one hour per hour.
 DEFAULT_SECONDS_PER_HOUR = 3600.0
 
@@ -577,37 +626,271 @@ class _SchemaReader(TableReader):
         )
         if source is None:
             return None
-        own_keys = CARBON_SOURCE_KEYS.get(source, ())
-        # A key that another source reads is a mistake here, not an option to pass on.
-        foreign = {
-            key: f"only with source = {json.dumps(kind)}"
-            for kind, keys in CARBON_SOURCE_KEYS.items()
-            if kind != source
-            for key in keys
-            if key not in own_keys
-        }
-        allowed = ("source", *own_keys, "options of the source")
-        for key in table:
-            if key in foreign:
-                self.report(path + (key,), f"unknown key ({foreign[key]})", allowed=allowed)
-        options = {
-            key: item
-            for key, item in table.items()
-            if key != "source" and key not in own_keys and key not in foreign
-        }
+        own_keys = CARBON_SOURCE_KEYS[source]
+        self.check_carbon_keys(table, path, source, own_keys)
 
         kind = CarbonSourceKind(source)
-        if kind is CarbonSourceKind.STATIC:
-            intensity = self.number(
-                table, path, "intensity_g_per_kwh", default=REQUIRED, minimum=0.0
+        readers = {
+            CarbonSourceKind.STATIC: self.read_static_source,
+            CarbonSourceKind.REPLAY: self.read_replay_source,
+            CarbonSourceKind.SCRIPTED: self.read_scripted_source,
+            CarbonSourceKind.ELECTRICITYMAPS: self.read_electricitymaps_source,
+            CarbonSourceKind.WATTTIME: self.read_watttime_source,
+            CarbonSourceKind.UKCARBON: self.read_ukcarbon_source,
+        }
+        return readers[kind](table, path)
+
+    def check_carbon_keys(
+        self, table: dict[str, Any], path: KeyPath, source: str, own_keys: tuple[str, ...]
+    ) -> None:
+        """Report every key that `source` does not read; a key of another source
+        says which sources take it."""
+        allowed = ("source", *own_keys)
+        owners: dict[str, list[str]] = {}
+        for kind, keys in CARBON_SOURCE_KEYS.items():
+            for key in keys:
+                owners.setdefault(key, []).append(kind)
+        for key in table:
+            if key in allowed:
+                continue
+            if key in owners:
+                names = [json.dumps(kind) for kind in owners[key]]
+                sources = names[0]
+                if len(names) > 1:
+                    sources = ", ".join(names[:-1]) + " or " + names[-1]
+                message = f"unknown key (only with source = {sources})"
+            else:
+                message = "unknown key"
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.8)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+            self.report(path + (key,), message, allowed=allowed)
+
+    def read_static_source(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
+        intensity = self.number(table, path, "intensity_g_per_kwh", default=REQUIRED, minimum=0.0)
+        return CarbonSourceSpec(kind=CarbonSourceKind.STATIC, intensity_g_per_kwh=intensity)
+
+    def read_replay_source(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
+        trace = self.file_path(table, path, "trace", required=True)
+        seconds_per_hour = self.number(
+            table, path, "seconds_per_hour", default=DEFAULT_SECONDS_PER_HOUR, above=0.0
+        )
+        options: dict[str, object] = {}
+        trace_region = self.string(table, path, "trace_region", default=None)
+        if trace_region:
+            options["trace_region"] = trace_region
+        if "start_offset_hours" in table:
+            options["start_offset_hours"] = self.number(
+                table, path, "start_offset_hours", default=0.0, minimum=0.0
             )
-            return CarbonSourceSpec(kind=kind, intensity_g_per_kwh=intensity, options=options)
-        if kind is CarbonSourceKind.REPLAY:
-            trace = self.file_path(table, path, "trace", required=True)
-            seconds_per_hour = self.number(
-                table, path, "seconds_per_hour", default=DEFAULT_SECONDS_PER_HOUR, above=0.0
+        if "start_time" in table:
+            start_time = self.offset_datetime(table, path, "start_time")
+            if start_time is not None:
+                options["start_time"] = start_time
+            if "start_offset_hours" in table:
+                self.report(
+                    path + ("start_time",),
+                    "conflicts with start_offset_hours; give only one of them",
+                )
+        return CarbonSourceSpec(
+            kind=CarbonSourceKind.REPLAY,
+            trace=trace,
+            seconds_per_hour=seconds_per_hour,
+            options=options,
+        )
+
+    def read_scripted_source(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
+        options: dict[str, object] = {}
+        schedule = self.file_path(table, path, "schedule", required=True)
+        if schedule is not None:
+            options["schedule"] = schedule
+        schedule_region = self.string(
+            table, path, "schedule_region", default=None, check=dns_label_problem
+        )
+        if schedule_region:
+            options["schedule_region"] = schedule_region
+        return CarbonSourceSpec(kind=CarbonSourceKind.SCRIPTED, options=options)
+
+    def read_electricitymaps_source(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
+        options: dict[str, object] = {"zone": self.string(table, path, "zone", default=REQUIRED)}
+        self.read_secret(table, path, "api_key", options, plain=False)
+        emission = self.optional_choice(
+            table,
+            path,
+            "emission_factor_type",
+            EMISSION_FACTOR_TYPES,
+            problem="unknown emission factor type",
+        )
+        if emission is not None:
+            options["emission_factor_type"] = emission
+        if "disable_estimations" in table:
+            options["disable_estimations"] = self.boolean(
+                table, path, "disable_estimations", default=False
             )
-            return CarbonSourceSpec(
-                kind=kind, trace=trace, seconds_per_hour=seconds_per_hour, options=options
+        endpoint = self.optional_choice(
+            table, path, "history_endpoint", HISTORY_ENDPOINTS, problem="unknown history endpoint"
+        )
+        if endpoint is not None:
+            options["history_endpoint"] = endpoint
+        self.read_http_options(table, path, options)
+        return CarbonSourceSpec(kind=CarbonSourceKind.ELECTRICITYMAPS, options=options)
+
+    def read_watttime_source(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
+        options: dict[str, object] = {
+            "region": self.string(table, path, "region", default=REQUIRED)
+        }
+        signal = self.optional_choice(
+            table, path, "signal_type", WATTTIME_SIGNAL_TYPES, problem="unsupported signal type"
+        )
+        if signal is not None:
+            options["signal_type"] = signal
+        if "horizon_hours" in table:
+            horizon = self.integer(table, path, "horizon_hours", default=24, minimum=0)
+            if horizon > WATTTIME_MAX_HORIZON_HOURS:
+                self.report(
+                    path + ("horizon_hours",),
+                    f"must be at most {WATTTIME_MAX_HORIZON_HOURS}, the longest WattTime forecast",
+                    got=horizon,
+                )
+            options["horizon_hours"] = horizon
+        self.read_secret(table, path, "username", options, plain=True)
+        self.read_secret(table, path, "password", options, plain=False)
+        self.read_http_options(table, path, options)
+        return CarbonSourceSpec(kind=CarbonSourceKind.WATTTIME, options=options)
+
+    def read_ukcarbon_source(self, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
+        options: dict[str, object] = {}
+        if "region_id" in table:
+            region_id = self.integer(
+                table, path, "region_id", default=None, minimum=UK_REGION_IDS[0]
             )
-        return CarbonSourceSpec(kind=kind, options=options)
+            if isinstance(region_id, int) and region_id > UK_REGION_IDS[1]:
+                self.report(
+                    path + ("region_id",),
+                    f"must be a region id from {UK_REGION_IDS[0]} to {UK_REGION_IDS[1]} "
+                    "(13 is London); leave it out for all of Great Britain",
+                    got=region_id,
+                )
+            if region_id is not None:
+                options["region_id"] = region_id
+        self.read_http_options(table, path, options)
+        return CarbonSourceSpec(kind=CarbonSourceKind.UKCARBON, options=options)
+
+    def read_secret(
+        self,
+        table: dict[str, Any],
+        path: KeyPath,
+        name: str,
+        options: dict[str, object],
+        *,
+        plain: bool,
+    ) -> None:
+        """Read a credential given by exactly one of `NAME_env` (an environment
+        variable) and `NAME_file` (a file, such as a mounted Secret), or with
+        `plain` also `NAME` itself."""
+        keys = ((name,) if plain else ()) + (f"{name}_env", f"{name}_file")
+        given = [key for key in keys if key in table]
+        if not given:
+            line = self.source_map.line_of(path)
+            where = self.describe_table(path)
+            self.report(
+                path + (keys[-2],),
+                f"missing {name}; add one of {', '.join(keys)} to {where} (line {line}), "
+                f'for example {name}_env = "{name.upper()}"',
+                line=line,
+            )
+            return
+        for key in given[1:]:
+            self.report(
+                path + (key,), f"conflicts with {given[0]}; give only one of {', '.join(keys)}"
+            )
+        key = given[0]
+        if key == f"{name}_file":
+            file = self.file_path(table, path, key, required=True)
+            if file is not None:
+                options[key] = file
+        elif key == f"{name}_env":
+            options[key] = self.string(table, path, key, default=REQUIRED, check=_env_name_problem)
+        else:
+            options[key] = self.string(table, path, key, default=REQUIRED)
+
+    def read_http_options(
+        self, table: dict[str, Any], path: KeyPath, options: dict[str, object]
+    ) -> None:
+        if "base_url" in table:
+            options["base_url"] = self.string(
+                table, path, "base_url", default=REQUIRED, check=_url_problem
+            )
+        for key in ("timeout_seconds", "backoff_initial_seconds", "backoff_max_seconds"):
+            if key in table:
+                options[key] = self.number(table, path, key, default=REQUIRED, above=0.0)
+        for key in ("retry_after_max_seconds", "cache_ttl_seconds"):
+            if key in table:
+                options[key] = self.number(table, path, key, default=REQUIRED, minimum=0.0)
+        if "max_attempts" in table:
+            options["max_attempts"] = self.integer(
+                table, path, "max_attempts", default=REQUIRED, minimum=1
+            )
+        initial, maximum = "backoff_initial_seconds", "backoff_max_seconds"
+        if (
+            in_range(table.get(initial), 0.0)
+            and in_range(table.get(maximum), 0.0)
+            and table[initial] > table[maximum]
+        ):
+            self.report(
+                path + (initial,),
+                f"must not exceed {maximum} = {table[maximum]:g}",
+                got=table[initial],
+            )
+
+    def optional_choice(
+        self,
+        table: dict[str, Any],
+        path: KeyPath,
+        key: str,
+        allowed: tuple[str, ...],
+        *,
+        problem: str,
+    ) -> str | None:
+        if key not in table:
+            return None
+        found = table[key]
+        if isinstance(found, str) and found in allowed:
+            return found
+        self.report(path + (key,), problem, got=found, allowed=allowed)
+        return None
+
+    def offset_datetime(self, table: dict[str, Any], path: KeyPath, key: str) -> int | None:
+        """Read a TOML offset date-time (such as 2023-10-21T00:00:00Z) as Unix seconds."""
+        found = table[key]
+        if isinstance(found, datetime) and found.utcoffset() is not None:
+            if found.microsecond:
+                self.report(path + (key,), "must be a whole second", got=found)
+                return None
+            return int(found.timestamp())
+        if isinstance(found, datetime):
+            requirement = "must carry a UTC offset; add Z for UTC, as in 2023-10-21T00:00:00Z"
+        else:
+            requirement = (
+                "must be a TOML date-time with offset, such as 2023-10-21T00:00:00Z (no quotes)"
+            )
+        self.report(path + (key,), requirement, got=found)
+        return None
+
+
+def _env_name_problem(name: str) -> str | None:
+    if _ENV_NAME.fullmatch(name):
+        return None
+    return (
+        "must be an environment variable name: letters, digits and '_', "
+        "not starting with a digit"
+    )
+
+
+def _url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host, such as https://api.example.com"
+    if parts.query or parts.fragment:
+        return "must not contain a query or fragment"
+    return None

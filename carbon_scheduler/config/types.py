@@ -68,6 +68,10 @@ LevelThresholds = AbsoluteLevels | RelativeLevels
 class CarbonSourceKind(enum.StrEnum):
     STATIC = "static"
     REPLAY = "replay"
+    SCRIPTED = "scripted"
+    ELECTRICITYMAPS = "electricitymaps"
+    WATTTIME = "watttime"
+    UKCARBON = "ukcarbon"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,10 @@ class CarbonSourceSpec:
     """Where a region's live intensity comes from.
 
     `static` needs `intensity_g_per_kwh`; `replay` needs `trace` (path of a CSV trace)
-    and `seconds_per_hour` (wall-clock seconds per hour of trace).
+    and `seconds_per_hour` (wall-clock seconds per hour of trace). Every other
+    setting of a source, validated by the loader, is in `options` under its key
+    in `regions.toml` (`zone`, `api_key_env`, `timeout_seconds`, ...); relative
+    file paths there are already resolved.
     """
 
     kind: CarbonSourceKind

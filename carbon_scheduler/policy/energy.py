@@ -16,10 +16,28 @@ from carbon_scheduler.config.types import RegionSpec
 from carbon_scheduler.model import Resources, Task
 
 
+# A pod that requests nothing still runs: like kube-scheduler's scoring, count it
+# as requesting 100m CPU and 200 MiB of memory.
+NON_ZERO_MILLI_CPU = 100
+NON_ZERO_MEMORY = 200 * 1024 * 1024
+
+
+def non_zero(request: Resources) -> Resources:
+    """`request` with kube-scheduler's defaults for an unset CPU or memory request."""
+    if request.milli_cpu and request.memory:
+        return request
+    return Resources(
+        milli_cpu=request.milli_cpu or NON_ZERO_MILLI_CPU,
+        memory=request.memory or NON_ZERO_MEMORY,
+        ephemeral_storage=request.ephemeral_storage,
+        scalar=request.scalar,
+    )
+
+
 def facility_power_kw(request: Resources, region: RegionSpec) -> float:
     """Average power in kW that a task requesting `request` draws in `region`,
     data-centre overhead (PUE) included."""
-    return region.energy.watts(request) * region.pue / 1000.0
+    return region.energy.watts(non_zero(request)) * region.pue / 1000.0
 
 
 def energy_kwh(power_kw: float, seconds: float) -> float:
@@ -34,8 +52,9 @@ def emissions_g(power_kw: float, intensity_hours: float) -> float:
 
 def power_matrix(tasks: Sequence[Task], regions: Sequence[RegionSpec]) -> np.ndarray:
     """`facility_power_kw` of every task in every region, shape (tasks, regions)."""
-    vcpus = np.fromiter((task.requirements.request.vcpus for task in tasks), dtype=float, count=len(tasks))
-    memory_gb = np.fromiter((task.requirements.request.memory_gb for task in tasks), dtype=float, count=len(tasks))
+    requests = [non_zero(task.requirements.request) for task in tasks]
+    vcpus = np.fromiter((request.vcpus for request in requests), dtype=float, count=len(tasks))
+    memory_gb = np.fromiter((request.memory_gb for request in requests), dtype=float, count=len(tasks))
     columns = []
     for region in regions:
         energy = region.energy

@@ -125,9 +125,11 @@ def candidate_regions(task: Task, regions: Sequence[RegionView]) -> tuple[list[R
         else:
             usable.append(region)
 
-    def key(region: RegionView) -> tuple[bool, float, str]:
+    def key(region: RegionView) -> tuple[bool, float, float, str]:
         rate = emission_rate(task, region)
-        return (rate is None, 0.0 if rate is None else rate, region.name)
+        if rate is None:
+            return (True, 0.0, 0.0, region.name)
+        return (False, rate, region.intensity_g_per_kwh * region.spec.pue, region.name)
 
     usable.sort(key=key)
     return usable, skipped

@@ -120,12 +120,15 @@ def decide_deferrable(
         return decide_critical(task, regions, reason="no forecast for any allowed region")
 
     power = {name: _power(task, region) for name, region in usable.items()}
+    # Windows beyond the planning horizon are not priced: the forecast does not
+    # reach them, and the task plans again when it wakes.
+    last_start = min(latest, now + settings.planning_horizon_hours * 3600)
     window, now_window = None, None
     for headroom in range(settings.deferrable_headroom_pods, -1, -1):
         window, now_window = plan_window(
             task,
             now,
-            last_start=latest,
+            last_start=last_start,
             outlooks={name: outlooks[name] for name in usable},
             power_kw=power,
             ledger=ledger,

@@ -45,6 +45,8 @@ class ReplayContext:
             )
         for task in tasks:
             _check_task(task, trace, config)
+        # Every policy walks tasks in arrival order, so the context keeps them so.
+        tasks = sorted(tasks, key=lambda task: (task.arrival, task.id))
         truth = {}
         for name in config.region_names:
             values = trace.values[trace.region_index(name)]

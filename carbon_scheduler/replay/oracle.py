@@ -8,12 +8,13 @@ task takes the start and region with the lowest measured emissions.
 
 Tasks are planned least flexible first (critical; then tasks with a region
 allow-list; then standard; then deferrable; each group by the length of its start
-window), each into the room the tasks before it left,
-on a time grid of `slot_seconds`. A task whose start window has no room left takes
+window), each into the room the tasks before it left. Room is counted on a grid of
+`slot_seconds` (a minute), and starts are tried every `step_seconds` (five
+minutes) and at both ends of each start window. A task whose start window has no room left takes
 the earliest start with room after it. Greedy planning can leave a deferrable task
 without room before its deadline even though a different order would have fitted
-it; such tasks are moved to the front (right after the critical ones) and the plan
-is made again, up to `max_passes` times.
+it; such tasks are moved to the front, before the critical ones, and the plan is
+made again, up to `max_passes` times.
 
 This makes the oracle a near-optimal clairvoyant schedule, not a proven lower
 bound: a scheduler that beats it on some workload shows an oracle fraction above 1.
@@ -127,16 +128,19 @@ def _order(task: Task, window: tuple[int, int], promoted: bool) -> tuple:
     if rank > 0 and task.allowed_regions is not None:
         # An allow-list leaves fewer choices than any wait does: plan those first.
         rank = 2
-    if promoted and rank > 0:
-        rank = 1
+    if promoted:
+        # A task that missed its deadline in an earlier pass goes first, even before
+        # critical tasks: they can still choose another region, it had no choice left.
+        rank = -1
     return (rank, window[1] - window[0], task.arrival, task.id)
 
 
 def run_oracle(
     context: ReplayContext,
     *,
-    slot_seconds: int = 300,
-    max_passes: int = 3,
+    slot_seconds: int = 60,
+    step_seconds: int = 300,
+    max_passes: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> PolicyRun:
     """Plan every task with perfect knowledge of the trace; see the module docstring.
@@ -146,7 +150,7 @@ def run_oracle(
     promoted: set[int] = set()
     outcomes: list[TaskOutcome] = []
     for _ in range(max_passes):
-        outcomes = _plan(context, slot_seconds, promoted, progress)
+        outcomes = _plan(context, slot_seconds, step_seconds, promoted, progress)
         missed = {index for index, outcome in enumerate(outcomes) if outcome.missed_deadline}
         if not missed - promoted:
             break
@@ -155,7 +159,11 @@ def run_oracle(
 
 
 def _plan(
-    context: ReplayContext, slot_seconds: int, promoted: set[int], progress: Callable[[int], None] | None
+    context: ReplayContext,
+    slot_seconds: int,
+    step_seconds: int,
+    promoted: set[int],
+    progress: Callable[[int], None] | None,
 ) -> list[TaskOutcome]:
     trace = context.trace
     largest = Resources(
@@ -179,11 +187,11 @@ def _plan(
         allowed = [spec for spec in specs if nodes.get(spec.name)]
         if not allowed:
             continue  # fits no node even when empty: it never starts, as in the scheduler
-        choice = _cheapest(task, context, room, allowed, nodes, first, last, slot_seconds)
+        choice = _cheapest(task, context, room, allowed, nodes, first, last, step_seconds)
         search_from = last
         while choice is None:
             # No room in the start window: take the earliest start with room after it.
-            choice = _earliest(task, room, allowed, nodes, search_from, slot_seconds)
+            choice = _earliest(task, room, allowed, nodes, search_from, step_seconds)
             search_from += _SEARCH_SECONDS
         region, start = choice
         node = room.book(region, nodes[region], start, task.duration, task.requirements.request)
@@ -194,16 +202,16 @@ def _plan(
     return [o if o is not None else unstarted(t) for o, t in zip(outcomes, context.tasks)]
 
 
-def _candidates(first: int, last: int, origin: int, slot_seconds: int) -> np.ndarray:
-    start_slot = (first - origin) // slot_seconds + 1
-    end_slot = (last - origin) // slot_seconds
-    grid = origin + np.arange(start_slot, end_slot + 1, dtype=np.int64) * slot_seconds
-    ends = [last] if last != first and (last - origin) % slot_seconds else []
+def _candidates(first: int, last: int, origin: int, step_seconds: int) -> np.ndarray:
+    start_step = (first - origin) // step_seconds + 1
+    end_step = (last - origin) // step_seconds
+    grid = origin + np.arange(start_step, end_step + 1, dtype=np.int64) * step_seconds
+    ends = [last] if last != first and (last - origin) % step_seconds else []
     return np.concatenate((np.array([first], dtype=np.int64), grid, np.array(ends, dtype=np.int64)))
 
 
-def _cheapest(task, context, room, allowed, nodes, first, last, slot_seconds) -> tuple[str, int] | None:
-    starts = _candidates(first, last, context.trace.start, slot_seconds)
+def _cheapest(task, context, room, allowed, nodes, first, last, step_seconds) -> tuple[str, int] | None:
+    starts = _candidates(first, last, context.trace.start, step_seconds)
     spans = room.region_ledger.spans(starts, task.duration)
     request = task.requirements.request
     best: tuple[float, int, str] | None = None
@@ -220,8 +228,8 @@ def _cheapest(task, context, room, allowed, nodes, first, last, slot_seconds) ->
     return None if best is None else (best[2], best[1])
 
 
-def _earliest(task, room, allowed, nodes, after, slot_seconds) -> tuple[str, int] | None:
-    starts = after + np.arange(1, _SEARCH_SECONDS // slot_seconds + 1, dtype=np.int64) * slot_seconds
+def _earliest(task, room, allowed, nodes, after, step_seconds) -> tuple[str, int] | None:
+    starts = after + np.arange(1, _SEARCH_SECONDS // step_seconds + 1, dtype=np.int64) * step_seconds
     spans = room.region_ledger.spans(starts, task.duration)
     best: tuple[int, str] | None = None
     for spec in allowed:

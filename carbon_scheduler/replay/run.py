@@ -40,15 +40,17 @@ the trace."""
 class ReplayOptions:
     """What to replay. `workload` is a workload file, or None to generate one with
     `seed` and `tasks_per_hour` over `days` days of the trace (None for all of it).
-    `expected` is a JSON file of expected shares per class and region, or None."""
+    `expected` is a JSON file of expected shares per class and region, or None.
+    `zone_map` renames trace regions (Electricity Maps zone ids) to config regions."""
 
-    trace: Path
+    trace: Path | tuple[Path, ...]
     seed: int = 1
     days: float | None = DEFAULT_DAYS
     workload: Path | None = None
     tasks_per_hour: float | None = None
     forecaster: str | None = None
     expected: Path | None = None
+    zone_map: dict[str, str] | None = None
 
 
 Progress = Callable[[str, int], None]
@@ -57,15 +59,15 @@ Progress = Callable[[str, int], None]
 def load_inputs(options: ReplayOptions, config: Config) -> tuple[Trace, list[Task], str]:
     """Read the trace and the workload (or generate it); return them and a short
     description of the workload's origin for the summary."""
-    trace = read_trace(options.trace, regions=config.region_names)
+    trace = read_trace(options.trace, regions=config.region_names, zone_map=options.zone_map)
     if options.workload is not None:
         return trace, load_workload(options.workload, config), options.workload.name
 
     start = trace.start + WARMUP_SECONDS
     end = trace.end - TAIL_SECONDS
     if options.days is not None:
-        if options.days <= 0:
-            raise ReplayInputError(f"--days must be positive, got {options.days}")
+        if not 0 < options.days < float("inf"):
+            raise ReplayInputError(f"--days must be a positive number of days or 'all', got {options.days}")
         end = min(end, start + round(options.days * 86_400))
     if end <= start:
         days = (WARMUP_SECONDS + TAIL_SECONDS) // 86_400

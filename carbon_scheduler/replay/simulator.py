@@ -92,6 +92,7 @@ class SchedulerSimulation:
         self.allowed = np.array([[task.allows(view.name) for view in self.views] for task in tasks], dtype=bool).reshape(
             len(tasks), len(self.views)
         )
+        self.last_arrival = max((task.arrival for task in tasks), default=0)
         self.outcomes: list[TaskOutcome | None] = [None] * len(context.tasks)
         self.events: list[tuple[int, int, int, int, int]] = []
         self.sequence = 0
@@ -176,8 +177,7 @@ class SchedulerSimulation:
             self._push(trace.time_at(step + 1), TICK, step + 1)
 
     def _arrivals_left(self, now: int) -> bool:
-        tasks = self.context.tasks
-        return bool(tasks) and tasks[-1].arrival > now
+        return self.last_arrival > now
 
     def _wake(self, index: int, now: int, version: int) -> None:
         deferred = self.deferred.get(index)
@@ -216,13 +216,15 @@ class SchedulerSimulation:
         return False
 
     def _priority(self, task: Task, now: int) -> tuple:
+        """Order of tasks waiting for room: critical first, then deferrable tasks by
+        latest start (earliest deadline first), then standard ones by arrival. A
+        deferrable task only waits for room once its planned window has come, so
+        it goes ahead of standard tasks, which have no deadline."""
         if task.task_class is TaskClass.CRITICAL:
             return (0, task.arrival)
         if task.task_class is TaskClass.DEFERRABLE:
             latest = latest_start(task, self.settings.deadline_margin_seconds)
-            if latest is not None and now >= latest:
-                return (1, latest)
-            return (3, latest if latest is not None else task.arrival)
+            return (1, latest if latest is not None else task.arrival)
         return (2, task.arrival)
 
     def _start(self, index: int, now: int, region: str, node: str) -> None:

@@ -35,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from carbon_scheduler.config.errors import format_location
 from carbon_scheduler.config.types import Config
 from carbon_scheduler.model import PodRequirements, Resources, Task, TaskClass
 from carbon_scheduler.policy.durations import DurationError, format_duration, parse_duration
@@ -112,11 +113,7 @@ class WorkloadIssue:
     column: int | None = None
 
     def __str__(self) -> str:
-        location = self.file
-        if self.line is not None:
-            location += f":{self.line}"
-            if self.column is not None:
-                location += f":{self.column}"
+        location = format_location(self.file, self.line, self.column)
         if self.where:
             return f"{location}: {self.where}: {self.message}"
         return f"{location}: {self.message}"

@@ -1,0 +1,61 @@
+"""Moving a bare pod to another region's cluster, safely across crashes.
+
+A move has two API steps:
+
+1. create the copy in the target cluster: same namespace and name, no uid or
+   resourceVersion, `spec.nodeName` set to the chosen node (so the copy is bound
+   the moment it exists and no scheduler can pick it up in between), and the
+   annotations `carbon-scheduler.io/moved-from-region` and
+   `carbon-scheduler.io/moved-from-uid` naming the original;
+2. delete the original with a UID precondition.
+
+The original is pending and unbound until step 2, so it never runs; the copy
+exists before the original goes, so the task is never lost. A crash between the
+steps leaves an original whose copy exists: whenever the daemon sees such a pair
+(at start-up or later) it finishes the move by deleting the original. A crash
+before step 1 leaves only the original, which is scheduled again. A 409 on step 1
+(a pod of that name already exists in the target) means an earlier attempt
+created it: the copy is checked for our annotation and the move continues.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from carbon_scheduler.model import LABEL_PREFIX
+
+MOVED_FROM_REGION = f"{LABEL_PREFIX}/moved-from-region"
+MOVED_FROM_UID = f"{LABEL_PREFIX}/moved-from-uid"
+
+_DROPPED_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink")
+
+
+def copy_for_target(pod: dict, *, origin_region: str, node: str) -> dict:
+    """Return the body that re-creates `pod` in another cluster, bound to `node`."""
+    metadata = {key: value for key, value in pod["metadata"].items() if key not in _DROPPED_METADATA}
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[MOVED_FROM_REGION] = origin_region
+    annotations[MOVED_FROM_UID] = pod["metadata"]["uid"]
+    metadata["annotations"] = annotations
+    metadata.pop("ownerReferences", None)
+    spec = copy.deepcopy(pod.get("spec") or {})
+    spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def origin_of(pod: dict) -> tuple[str, str] | None:
+    """(region, uid) of the original that `pod` is a moved copy of, or None."""
+    annotations = pod["metadata"].get("annotations") or {}
+    region = annotations.get(MOVED_FROM_REGION)
+    uid = annotations.get(MOVED_FROM_UID)
+    if region and uid:
+        return region, uid
+    return None
+
+
+def controller_kind(pod: dict) -> str | None:
+    """Kind of the pod's controlling owner (Job, ReplicaSet, ...), or None for a bare pod."""
+    for owner in pod["metadata"].get("ownerReferences") or ():
+        if owner.get("controller"):
+            return owner.get("kind")
+    return None

@@ -1,0 +1,431 @@
+"""The daemon's scheduling loop: one decision at a time, API calls in the background.
+
+Cache events feed the per-region placement state and put pending pods of this
+scheduler into the queue. The loop pops a pod, turns it into a `Task`, asks
+`policy.rules.decide` (the same function replay uses) and carries the decision
+out:
+
+- `Bind` in the pod's own cluster: the placement is assumed in the region state
+  and the ledger first, then the Binding call runs in the background, so the next
+  decision already sees the node as used. A 409 means another scheduler bound
+  the pod: the assumption is dropped and the pod is left alone. Other failures
+  drop the assumption and retry the pod with backoff.
+- `Bind` in another cluster: a move (see `daemon.moves`).
+- `Defer`: the window is booked in the ledger and the pod sleeps until it opens,
+  or until a new carbon sample makes the queue plan it again.
+- `Wait`: a standard pod waits for room in its greenest region.
+- `Unschedulable`: a FailedScheduling Event with the reasons per region, then
+  retry with backoff, earlier when a pod finishes or a node changes.
+
+Pods owned by a ReplicaSet, StatefulSet, DaemonSet or any other controller are
+placed only in their own cluster, because their controller would replace a pod
+moved away. NOTE: Job-owned pods are also kept in their own cluster until moving
+a Job with its pods is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
+import structlog
+
+from carbon_scheduler.carbon.traces import format_time
+from carbon_scheduler.config.types import Config
+from carbon_scheduler.daemon import explain
+from carbon_scheduler.daemon.kubeapi import Conflict, KubeError, NotFound
+from carbon_scheduler.daemon.metrics import DaemonMetrics
+from carbon_scheduler.daemon.moves import controller_kind, copy_for_target, origin_of
+from carbon_scheduler.daemon.podinfo import is_finished, is_ours, is_unbound_pending, pod_key, task_from_pod
+from carbon_scheduler.daemon.queue import SchedulingQueue
+from carbon_scheduler.daemon.runtime import RegionRuntime
+from carbon_scheduler.model import Task
+from carbon_scheduler.policy.decisions import Bind, Defer, Unschedulable, Wait, Window
+from carbon_scheduler.policy.energy import facility_power_kw
+from carbon_scheduler.policy.ledger import CapacityLedger, region_capacity
+from carbon_scheduler.policy.rules import decide
+
+log = structlog.get_logger(__name__)
+
+MAX_INFLIGHT_CALLS = 64
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        regions: dict[str, RegionRuntime],
+        queue: SchedulingQueue,
+        *,
+        metrics: DaemonMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.settings = config.scheduler
+        self.regions = regions
+        self.queue = queue
+        self.metrics = metrics
+        self.clock = clock
+        capacity = {name: region_capacity(rt.spec.max_pods, rt.spec.nodes) for name, rt in regions.items()}
+        self.ledger = CapacityLedger(capacity, origin=int(clock()) - 3600)
+        self.bookings: dict[str, tuple[str, int, int, Task]] = {}
+        self.reported: dict[str, str] = {}
+        self.problems_reported: set[str] = set()
+        self.moving: set[str] = set()
+        self.copies: dict[str, tuple[str, dict]] = {}
+        self.inflight: set[asyncio.Task] = set()
+        self.slots = asyncio.Semaphore(MAX_INFLIGHT_CALLS)
+        self.accepting = True
+
+    # Cache events ------------------------------------------------------------------
+
+    def on_cache_event(self, region: str, kind: str, event_type: str, obj: dict) -> None:
+        """Update placement state and the queue from one cache event."""
+        runtime = self.regions[region]
+        if event_type == "RELISTED":
+            runtime.state.rebuild(runtime.cache.nodes.values(), runtime.cache.pods.values())
+            self._refresh_capacity(runtime)
+            self.queue.wake_unschedulable()
+            return
+        if kind.lower() == "node":
+            if event_type == "DELETED":
+                runtime.state.remove_node(obj["metadata"]["name"])
+            else:
+                runtime.state.set_node(obj)
+            self._refresh_capacity(runtime)
+            self.queue.wake_unschedulable()
+            self.queue.wake_waiting()
+            return
+
+        uid = obj["metadata"]["uid"]
+        key = pod_key(region, obj)
+        if event_type == "DELETED":
+            runtime.state.drop_pod(uid)
+            self.queue.remove(key)
+            self._release(uid)
+            origin = origin_of(obj)
+            if origin is not None:
+                self.copies.pop(origin[1], None)
+            self.queue.wake_unschedulable()
+            self.queue.wake_waiting()
+            return
+
+        was_counted = runtime.state.counted(uid)
+        runtime.state.observe_pod(obj)
+        origin = origin_of(obj)
+        if origin is not None:
+            self.copies[origin[1]] = (region, obj)
+        if not is_ours(obj):
+            if was_counted and not runtime.state.counted(uid):
+                self.queue.wake_unschedulable()
+            return
+        if is_unbound_pending(obj) and uid not in self.moving:
+            self.queue.add(key)
+        elif is_finished(obj):
+            self._release(uid)
+            if was_counted:
+                self.queue.wake_unschedulable()
+                self.queue.wake_waiting()
+
+    def _refresh_capacity(self, runtime: RegionRuntime) -> None:
+        nodes = list(runtime.state.nodes.values()) or list(runtime.spec.nodes)
+        self.ledger.set_capacity(runtime.name, region_capacity(runtime.spec.max_pods, nodes))
+
+    def on_carbon_step(self, region: str) -> None:
+        """A region's feed started a new step: deferred pods plan again."""
+        self.queue.wake_deferred()
+
+    # The loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Decide for queued pods until cancelled."""
+        log.info("scheduler_started", regions=list(self.regions))
+        try:
+            while self.accepting:
+                key = await self.queue.pop()
+                try:
+                    await self.schedule(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # one pod's failure must not stop the loop
+                    log.exception("schedule_failed", pod=key, error=str(error))
+                    self.queue.unschedulable(key)
+        finally:
+            log.info("scheduler_stopped")
+
+    async def drain(self) -> None:
+        """Stop taking new work and wait for in-flight API calls to finish."""
+        self.accepting = False
+        if self.inflight:
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+
+    async def schedule(self, key: str) -> None:
+        region_name, _, _, uid = key.split("/", 3)
+        home = self.regions.get(region_name)
+        pod = home.cache.pods.get(uid) if home else None
+        if home is None or pod is None or not is_ours(pod) or not is_unbound_pending(pod):
+            self.queue.remove(key)
+            return
+        if uid in self.moving:
+            self.queue.remove(key)
+            return
+        if uid in self.copies:
+            self.queue.remove(key)
+            await self._finish_move(home, pod)
+            return
+
+        started = time.perf_counter()
+        task, problems = task_from_pod(
+            pod, region=region_name, settings=self.settings, region_names=tuple(self.regions), now=self.clock()
+        )
+        await self._report_problems(home, pod, problems)
+        if controller_kind(pod) is not None:
+            task = dataclasses.replace(task, allowed_regions=(region_name,))
+
+        self._release(uid)
+        now = int(self.clock())
+        views = [runtime.view() for runtime in self.regions.values()]
+        outlooks = {name: rt.feed.outlook for name, rt in self.regions.items() if rt.feed.outlook is not None}
+        decision = decide(task, now, views, self.settings, outlooks=outlooks, ledger=self.ledger)
+        log.debug(
+            "pod_decided",
+            pod=key,
+            decision=type(decision).__name__,
+            regions={v.name: [v.up, v.task_pods, v.intensity_g_per_kwh] for v in views},
+        )
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+
+        if isinstance(decision, Bind):
+            outcome = "bind" if decision.region == region_name else "move"
+            self.metrics.decisions.labels(task.task_class.value, outcome).inc()
+            # The queue forgets the pod now; a failed call puts it back with backoff.
+            self.queue.remove(key)
+            self._assume(home, pod, task, decision, now)
+            self._start_call(self._place(home, pod, task, decision, now))
+        elif isinstance(decision, Defer):
+            self.metrics.decisions.labels(task.task_class.value, "defer").inc()
+            window = decision.window
+            self.ledger.book(window.region, window.start, window.end, task.requirements.request)
+            self.bookings[uid] = (window.region, window.start, window.end, task)
+            self.queue.defer(key, decision.until)
+            message = (
+                f"waiting for a cleaner window in {window.region} from {format_time(window.start)} "
+                f"(estimated {window.estimated_g:.2f} g against {_grams(decision.start_now_g)} g now): {decision.reason}"
+            )
+            await self._event_once(home, pod, "Deferred", message)
+        elif isinstance(decision, Wait):
+            self.metrics.decisions.labels(task.task_class.value, "wait").inc()
+            self.queue.wait(key, decision.until)
+        elif isinstance(decision, Unschedulable):
+            self.metrics.decisions.labels(task.task_class.value, "unschedulable").inc()
+            self.queue.unschedulable(key)
+            await self._event_once(home, pod, "FailedScheduling", decision.message, event_type="Warning")
+        self._update_gauges()
+
+    # Carrying decisions out ----------------------------------------------------------
+
+    def _start_call(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(self._limited(coroutine))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _limited(self, coroutine) -> None:
+        async with self.slots:
+            await coroutine
+
+    def _assume(self, home: RegionRuntime, pod: dict, task: Task, decision: Bind, now: int) -> None:
+        """Count the placement before any API call, so the next decision sees it."""
+        target = self.regions[decision.region]
+        uid = pod["metadata"]["uid"]
+        self.ledger.book(target.name, now, now + task.duration, task.requirements.request)
+        self.bookings[uid] = (target.name, now, now + task.duration, task)
+        if target is home:
+            home.state.assume(pod, decision.node)
+        else:
+            self.moving.add(uid)
+            target.state.assume(_placeholder(pod), decision.node)
+
+    async def _place(self, home: RegionRuntime, pod: dict, task: Task, decision: Bind, now: int) -> None:
+        target = self.regions[decision.region]
+        uid = pod["metadata"]["uid"]
+        key = pod_key(home.name, pod)
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        started = time.perf_counter()
+        moving = target is not home
+        try:
+            if moving:
+                await self._move(home, target, pod, decision.node, decision)
+            else:
+                await home.client.bind_pod(namespace, name, decision.node, uid=uid)
+        except Conflict as error:
+            self._undo(home, target, pod, moving)
+            self.metrics.binding_errors.labels(target.name, "conflict").inc()
+            log.info("bind_conflict", region=target.name, pod=key, node=decision.node, error=error.message)
+            return
+        except NotFound as error:
+            self._undo(home, target, pod, moving)
+            self.metrics.binding_errors.labels(target.name, "not_found").inc()
+            log.info("bind_target_gone", region=target.name, pod=key, node=decision.node, error=error.message)
+            return
+        except KubeError as error:
+            self._undo(home, target, pod, moving)
+            self.metrics.binding_errors.labels(target.name, type(error).__name__.lower()).inc()
+            log.warning("bind_failed", region=target.name, pod=key, node=decision.node, error=str(error))
+            self.queue.unschedulable(key)
+            return
+        finally:
+            self.moving.discard(uid)
+            self.metrics.binding_seconds.observe(time.perf_counter() - started)
+
+        self.metrics.scheduled.labels(task.task_class.value, target.name, "move" if moving else "bind").inc()
+        log.info("pod_scheduled", pod=key, region=target.name, node=decision.node, moved=moving, reason=decision.reason)
+        if not moving:
+            await self._explain_binding(home, pod, task, decision, now)
+
+    def _undo(self, home: RegionRuntime, target: RegionRuntime, pod: dict, moving: bool) -> None:
+        uid = pod["metadata"]["uid"]
+        self._release(uid)
+        if moving:
+            target.state.forget(_placeholder(pod)["metadata"]["uid"])
+        else:
+            home.state.forget(uid)
+            cached = home.cache.pods.get(uid)
+            if cached is not None:
+                home.state.observe_pod(cached)
+
+    async def _move(self, home: RegionRuntime, target: RegionRuntime, pod: dict, node: str, decision: Bind) -> None:
+        namespace = pod["metadata"]["namespace"]
+        body = copy_for_target(pod, origin_region=home.name, node=node)
+        body["metadata"].setdefault("annotations", {}).update(self._annotation(pod, decision, home))
+        try:
+            created = await target.client.create_pod(namespace, body)
+        except Conflict:
+            existing = await target.client.get_pod(namespace, pod["metadata"]["name"])
+            if origin_of(existing) != (home.name, pod["metadata"]["uid"]):
+                raise
+            created = existing
+        # From here the copy counts under its own uid, which its watch events use.
+        target.state.forget(_placeholder(pod)["metadata"]["uid"])
+        if not target.state.counted(created["metadata"]["uid"]):
+            target.state.assume(created, node)
+        message = f"moved to {target.name}, node {node}: {decision.reason} ({decision.intensity_g_per_kwh:.1f} g/kWh)"
+        await self._event(home, pod, "Moved", message)
+        await self._event(target, created, "Scheduled", f"placed on {node} after a move from {home.name}")
+        await self._delete_original(home, pod)
+
+    async def _delete_original(self, home: RegionRuntime, pod: dict) -> None:
+        namespace, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+        try:
+            await home.client.delete_pod(namespace, name, uid=uid)
+        except NotFound:
+            pass  # already gone: the move is complete
+        log.info("move_finished", region=home.name, pod=f"{namespace}/{name}", uid=uid)
+
+    async def _finish_move(self, home: RegionRuntime, pod: dict) -> None:
+        """Delete an original whose copy already exists in another region."""
+        uid = pod["metadata"]["uid"]
+        target_region, _ = self.copies[uid]
+        log.info("move_resumed", region=home.name, target=target_region, uid=uid)
+        try:
+            await self._delete_original(home, pod)
+        except KubeError as error:
+            log.warning("move_resume_failed", region=home.name, uid=uid, error=str(error))
+            self.queue.unschedulable(pod_key(home.name, pod))
+
+    # Explaining ----------------------------------------------------------------------
+
+    def _counterfactual(self, home: RegionRuntime, task: Task, now: int) -> float | None:
+        power = facility_power_kw(task.requirements.request, home.spec)
+        outlook = home.feed.outlook
+        if outlook is not None:
+            return power * outlook.integral(now, now + task.duration)
+        if home.feed.intensity is None:
+            return None
+        return power * home.feed.intensity * task.duration / 3600
+
+    def _annotation(self, pod: dict, decision: Bind, home: RegionRuntime) -> dict[str, str]:
+        task, _ = task_from_pod(pod, region=home.name, settings=self.settings, region_names=tuple(self.regions))
+        now = int(self.clock())
+        window = decision.window
+        return explain.decision_annotation(
+            region=decision.region,
+            node=decision.node,
+            intensity_g_per_kwh=decision.intensity_g_per_kwh,
+            level=self.regions[decision.region].feed.level.label,
+            reason=decision.reason,
+            window=_window_dict(window),
+            counterfactual_region=home.name,
+            counterfactual_g=self._counterfactual(home, task, now),
+            decided_at=now,
+        )
+
+    async def _explain_binding(self, home: RegionRuntime, pod: dict, task: Task, decision: Bind, now: int) -> None:
+        message = (
+            f"placed on {decision.node} in {decision.region}: {decision.reason} "
+            f"({decision.intensity_g_per_kwh:.1f} g/kWh)"
+        )
+        await self._event(home, pod, "Scheduled", message)
+        try:
+            await home.client.patch_pod(
+                pod["metadata"]["namespace"],
+                pod["metadata"]["name"],
+                {"metadata": {"annotations": self._annotation(pod, decision, home)}},
+            )
+        except KubeError as error:
+            log.warning("annotate_failed", region=home.name, pod=pod_key(home.name, pod), error=str(error))
+
+    async def _report_problems(self, runtime: RegionRuntime, pod: dict, problems) -> None:
+        for problem in problems:
+            marker = f"{pod['metadata']['uid']}/{problem.key}/{problem.value}"
+            if marker in self.problems_reported:
+                continue
+            self.problems_reported.add(marker)
+            message = f"invalid {problem.key} {problem.value!r}: {problem.reason}"
+            await self._event(runtime, pod, "InvalidAnnotation", message, event_type="Warning")
+
+    async def _event_once(self, runtime: RegionRuntime, pod: dict, reason: str, message: str, **kwargs) -> None:
+        """Send an Event unless the same reason and message were last sent for this pod."""
+        uid = pod["metadata"]["uid"]
+        if self.reported.get(uid) == f"{reason}:{message}":
+            return
+        self.reported[uid] = f"{reason}:{message}"
+        await self._event(runtime, pod, reason, message, **kwargs)
+
+    async def _event(self, runtime: RegionRuntime, pod: dict, reason: str, message: str, *, event_type="Normal") -> None:
+        body = explain.event_body(pod, reason=reason, message=message, event_type=event_type, now=self.clock())
+        try:
+            await runtime.client.create_event(pod["metadata"]["namespace"], body)
+        except KubeError as error:
+            log.warning("event_failed", region=runtime.name, pod=pod_key(runtime.name, pod), reason=reason, error=str(error))
+
+    # Bookkeeping ----------------------------------------------------------------------
+
+    def _release(self, uid: str) -> None:
+        booking = self.bookings.pop(uid, None)
+        if booking is None:
+            return
+        region, start, end, task = booking
+        if end > int(self.clock()):
+            self.ledger.release(region, start, end, task.requirements.request)
+
+    def _update_gauges(self) -> None:
+        self.metrics.deferred.set(self.queue.deferred_count)
+        self.metrics.pending.set(len(self.queue))
+
+
+def _placeholder(pod: dict) -> dict:
+    """The pod under a stand-in uid, counted in the target region while its copy is
+    being created there."""
+    return {**pod, "metadata": {**pod["metadata"], "uid": f"moving-{pod['metadata']['uid']}"}}
+
+
+def _window_dict(window: Window | None) -> dict | None:
+    if window is None:
+        return None
+    return {"region": window.region, "start": window.start, "end": window.end, "estimated_g": window.estimated_g}
+
+
+def _grams(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
