@@ -95,6 +95,42 @@ def test_minimal_region_gets_defaults():
     assert region.carbon is None
 
 
+def test_leader_election_defaults():
+    settings = parse(REGION).scheduler
+    assert settings.leader_election is True
+    assert settings.leader_election_region is None
+    assert settings.lease_name == "carbon-scheduler"
+    assert settings.lease_namespace == "default"
+    assert settings.lease_duration_seconds == 15
+    assert settings.lease_renew_seconds == 5.0
+    assert settings.lease_retry_seconds == 2.0
+
+
+def test_leader_election_values():
+    config = parse(
+        """\
+        [scheduler]
+        leader_election = false
+        leader_election_region = "us-east"
+        lease_name = "carbon.scheduler-a"
+        lease_namespace = "carbon-scheduler"
+        lease_duration_seconds = 3
+        lease_renew_seconds = 1
+        lease_retry_seconds = 0.5
+        [regions.eu-west]
+        [regions.us-east]
+        """
+    )
+    settings = config.scheduler
+    assert settings.leader_election is False
+    assert settings.leader_election_region == "us-east"
+    assert settings.lease_name == "carbon.scheduler-a"
+    assert settings.lease_namespace == "carbon-scheduler"
+    assert settings.lease_duration_seconds == 3
+    assert settings.lease_renew_seconds == 1.0
+    assert settings.lease_retry_seconds == 0.5
+
+
 def test_parse_config_string_source_has_no_path():
     config = parse_config(REGION)
     assert config.path is None
@@ -469,11 +505,66 @@ BROKEN = [
             "regions.toml:2: scheduler.standard_max_wait_secs: unknown key "
             "(did you mean standard_max_wait_seconds?); allowed: deadline_margin_seconds, "
             "default_deadline_seconds, default_expected_duration_seconds, defer_min_saving_percent, "
-            "deferrable_headroom_pods, forecaster, planning_horizon_hours, standard_max_wait_seconds",
+            "deferrable_headroom_pods, forecaster, leader_election, leader_election_region, "
+            "lease_duration_seconds, lease_name, lease_namespace, lease_renew_seconds, "
+            "lease_retry_seconds, planning_horizon_hours, standard_max_wait_seconds",
             "regions.toml:3: scheduler.planning_horizon_hours: must be a positive integer, got 0",
             'regions.toml:4: scheduler.forecaster: must be a non-empty string, got ""',
         ],
         id="scheduler-keys",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        leader_election = "yes"
+        lease_name = "Carbon_Lease"
+        lease_namespace = "kube.system"
+        lease_duration_seconds = 2.5
+        lease_renew_seconds = 0
+        lease_retry_seconds = -1
+        [regions.eu-west]
+        """,
+        [
+            'regions.toml:2: scheduler.leader_election: must be true or false, got "yes"',
+            "regions.toml:3: scheduler.lease_name: must be a DNS-1123 subdomain: lower-case letters, "
+            "digits, '-' and '.', starting and ending with a letter or digit "
+            '(for example node-1.example.com), got "Carbon_Lease"',
+            "regions.toml:4: scheduler.lease_namespace: must be a DNS-1123 label: lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit (for example eu-west), "
+            'got "kube.system"',
+            "regions.toml:5: scheduler.lease_duration_seconds: must be a positive integer, got 2.5",
+            "regions.toml:6: scheduler.lease_renew_seconds: must be a number > 0, got 0",
+            "regions.toml:7: scheduler.lease_retry_seconds: must be a number > 0, got -1",
+        ],
+        id="scheduler-lease-values",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        lease_duration_seconds = 4
+        lease_renew_seconds = 3
+        lease_retry_seconds = 1
+        [regions.eu-west]
+        """,
+        [
+            "regions.toml:3: scheduler.lease_renew_seconds: must be less than lease_duration_seconds - "
+            "lease_retry_seconds = 3, or the leader would stop leading before its first renewal; "
+            "renew more often or lengthen lease_duration_seconds, got 3",
+        ],
+        id="scheduler-lease-renew-too-slow",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        leader_election_region = "mars"
+        [regions.eu-west]
+        [regions.us-east]
+        """,
+        [
+            "regions.toml:2: scheduler.leader_election_region: must name a region of this file, "
+            'whose cluster holds the leader Lease, got "mars"; allowed: eu-west, us-east',
+        ],
+        id="scheduler-leader-region-unknown",
     ),
     pytest.param(
         """\

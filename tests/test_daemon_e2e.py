@@ -144,3 +144,37 @@ async def test_half_done_move_finished_at_start(tmp_path: Path, clusters: FakeRe
         assert copies[0]["spec"]["nodeName"] == "eu-west-node-1"
     finally:
         assert await running.stop() == 0
+
+
+def job_body(name: str, task_class: str = "critical") -> dict:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"carbon-scheduler.io/class": task_class}},
+                "spec": {
+                    "schedulerName": "carbon-scheduler",
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "work", "image": "busybox", "resources": {"requests": {"cpu": "500m"}}}],
+                },
+            }
+        },
+    }
+
+
+async def test_job_pod_moves_with_its_job(daemon: Daemon, clusters: FakeRegions):
+    original = clusters["us-east"].create("jobs", job_body("batch-1"), namespace="default")
+    await wait_until(lambda: clusters["us-east"].find("jobs", "batch-1") is None, what="original Job deleted")
+    copy = clusters["eu-west"].get("jobs", "batch-1")
+    assert copy["metadata"]["annotations"]["carbon-scheduler.io/moved-from-uid"] == original["metadata"]["uid"]
+
+    def copy_pod_bound() -> bool:
+        pods = [p for p in clusters["eu-west"].list("pods", namespace=None)
+                if p["metadata"]["name"].startswith("batch-1")]
+        return len(pods) == 1 and bool(pods[0]["spec"].get("nodeName"))
+
+    await wait_until(copy_pod_bound, what="the copy's pod bound in eu-west")
+    us_pods = [p for p in clusters["us-east"].list("pods", namespace=None) if p["metadata"]["name"].startswith("batch-1")]
+    assert all(p["metadata"].get("deletionTimestamp") or not p["spec"].get("nodeName") for p in us_pods)

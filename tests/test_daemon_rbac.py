@@ -15,6 +15,7 @@ import pytest
 
 from tests.kubefake.rbac import RbacPolicy
 from tests.daemon_harness import start_daemon, wait_until
+from tests.test_daemon_e2e import job_body
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,6 +45,8 @@ async def test_daemon_runs_with_deploy_rbac(tmp_path, clusters):
     try:
         clusters["us-east"].create_pod("moved", labels={"carbon-scheduler.io/class": "critical"})
         clusters["eu-west"].create_pod("home", labels={"carbon-scheduler.io/class": "standard"})
+        clusters["us-east"].create("jobs", job_body("batch-rbac"), namespace="default")
+        await wait_until(lambda: clusters["us-east"].find("jobs", "batch-rbac") is None, what="Job moved")
         await wait_until(lambda: (clusters["eu-west"].find("pods", "moved") or {}).get("spec", {}).get("nodeName"),
                          what="moved pod bound")
         await wait_until(lambda: clusters["us-east"].find("pods", "moved") is None, what="original deleted")

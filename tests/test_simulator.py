@@ -98,7 +98,7 @@ def _task_text(t: Task) -> str:
     request = t.requirements.request
     return (
         f"{t.id} {t.task_class.value} arrival=+{t.arrival - FIRST_ARRIVAL}s duration={t.duration}s "
-        f"deadline={None if t.deadline is None else t.deadline - t.arrival} cpu={request.milli_cpu}m "
+        f"deadline=arrival+{None if t.deadline is None else t.deadline - t.arrival}s cpu={request.milli_cpu}m "
         f"memory={request.memory // 2**20}Mi home={t.home_region} allowed={t.allowed_regions}"
     )
 

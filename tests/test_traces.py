@@ -415,7 +415,7 @@ FAILED = {
     ),
     "long unknown region": Failed(
         LONG + "2023-01-01T00:00:00Z,a,10\n2023-01-01T01:00:00Z,a,11\n",
-        "unknown region(s) 'x', 'y' in regions=; the data has a",
+        "the trace has no data for region(s) 'x', 'y'; it has a",
         kwargs={"regions": ("a", "x", "y")},
     ),
     "long regions repeated": Failed(

@@ -745,8 +745,9 @@ def read_trace(
     unknown = [name for name in wanted if name not in cells.region_codes]
     if unknown:
         raise TraceError(
-            f"unknown region(s) {', '.join(map(repr, unknown))} in regions=; the data has "
-            f"{', '.join(cells.region_names)}",
+            f"the trace has no data for region(s) {', '.join(map(repr, unknown))}; it has "
+            f"{', '.join(cells.region_names)}. Use a trace with those regions, rename its regions "
+            "to the config's (replay --zone ZONE=REGION), or list only the trace's regions in the config",
             path=", ".join(cells.paths),
         )
     return _build_trace(cells, wanted, max_gap_steps)

@@ -236,7 +236,22 @@ class _SchemaReader(TableReader):
             table = self.table(document["scheduler"], ("scheduler",))
             if table is not None:
                 scheduler = self.read_scheduler(table)
-        return scheduler, self.read_regions(document)
+        regions = self.read_regions(document)
+        self.check_leader_election_region(scheduler, regions)
+        return scheduler, regions
+
+    def check_leader_election_region(self, scheduler: SchedulerSettings, regions: tuple[RegionSpec, ...]) -> None:
+        name = scheduler.leader_election_region
+        if not name or not regions:
+            return
+        names = [region.name for region in regions]
+        if name not in names:
+            self.report(
+                ("scheduler", "leader_election_region"),
+                "must name a region of this file, whose cluster holds the leader Lease",
+                got=name,
+                allowed=names,
+            )
 
     def read_scheduler(self, table: dict[str, Any]) -> SchedulerSettings:
         path: KeyPath = ("scheduler",)
@@ -295,7 +310,42 @@ class _SchemaReader(TableReader):
                 minimum=0.0,
                 maximum=100.0,
             ),
+            leader_election=self.boolean(table, path, "leader_election", default=defaults.leader_election),
+            leader_election_region=self.string(table, path, "leader_election_region", default=None),
+            lease_name=self.string(
+                table, path, "lease_name", default=defaults.lease_name, check=dns_subdomain_problem
+            ),
+            lease_namespace=self.string(
+                table, path, "lease_namespace", default=defaults.lease_namespace, check=dns_label_problem
+            ),
+            lease_duration_seconds=self.integer(
+                table,
+                path,
+                "lease_duration_seconds",
+                default=defaults.lease_duration_seconds,
+                minimum=1,
+            ),
+            lease_renew_seconds=self.number(
+                table, path, "lease_renew_seconds", default=defaults.lease_renew_seconds, above=0.0
+            ),
+            lease_retry_seconds=self.number(
+                table, path, "lease_retry_seconds", default=defaults.lease_retry_seconds, above=0.0
+            ),
         )
+
+        # The leader renews every lease_renew_seconds and gives up after
+        # lease_duration_seconds - lease_retry_seconds without a renewal, so a renewal
+        # and one retry must fit before that.
+        if len(self.issues) == issues_before:
+            budget = settings.lease_duration_seconds - settings.lease_retry_seconds
+            if settings.lease_renew_seconds >= budget:
+                self.report(
+                    path + ("lease_renew_seconds",),
+                    "must be less than lease_duration_seconds - lease_retry_seconds = "
+                    f"{budget:g}, or the leader would stop leading before its first renewal; "
+                    "renew more often or lengthen lease_duration_seconds",
+                    got=table.get("lease_renew_seconds", settings.lease_renew_seconds),
+                )
 
         # A deferrable task that gives neither deadline nor duration gets all three
         # defaults, and it must still be able to finish in time.

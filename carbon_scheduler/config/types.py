@@ -138,6 +138,19 @@ class SchedulerSettings:
       when the forecast says it is at least this much cleaner than starting now,
       because smaller gains are within forecast error. 10 gave the largest saving
       on the demo workload among 0, 3, 5 and 10.
+    - `leader_election`: whether daemon replicas elect a leader through a
+      `coordination.k8s.io/v1` Lease, so only one of them schedules. Turn it off
+      only when exactly one replica runs.
+    - `leader_election_region`: region whose cluster holds the Lease; None means
+      the first region in `regions.toml`.
+    - `lease_name`, `lease_namespace`: the Lease object's name and namespace.
+    - `lease_duration_seconds`: how long a Lease stays valid after its last
+      renewal; a standby takes over once it has expired. client-go's default.
+    - `lease_renew_seconds`: how often the leader renews the Lease.
+    - `lease_retry_seconds`: how often a standby tries to acquire the Lease, and
+      how soon the leader retries a failed renewal. The leader stops scheduling
+      when it has not renewed for `lease_duration_seconds - lease_retry_seconds`,
+      so it stops before a standby can take over.
     """
 
     standard_max_wait_seconds: int = 900
@@ -148,6 +161,13 @@ class SchedulerSettings:
     forecaster: str = "profile-ar-blend"
     deferrable_headroom_pods: int = 0
     defer_min_saving_percent: float = 10.0
+    leader_election: bool = True
+    leader_election_region: str | None = None
+    lease_name: str = "carbon-scheduler"
+    lease_namespace: str = "default"
+    lease_duration_seconds: int = 15
+    lease_renew_seconds: float = 5.0
+    lease_retry_seconds: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,21 @@ and the HTTP endpoints together, and shut them down in order.
 
 Start-up: connect to every region's API server, start its list+watch cache and
 its carbon poller, wait (up to `SYNC_TIMEOUT_SECONDS`) for the caches to sync,
-then start the scheduler loop. A region whose API server does not answer is
-marked down and skipped by placement; the others schedule meanwhile.
+then campaign for the leader Lease (see `daemon.leader`). Only the leader runs
+the scheduler loop and labels nodes; a standby keeps its caches, placement state
+and carbon feeds warm and serves metrics, so it can take over at once. A region
+whose API server does not answer is marked down and skipped by placement, and the
+others schedule meanwhile. NOTE: the region that holds the Lease is the
+exception. While its API server is down no replica can renew or take the Lease,
+so no replica schedules in any region.
 
-Shutdown on SIGTERM or SIGINT: stop taking new work, let in-flight API calls
-finish, then cancel the watchers and pollers and close the connections.
+Leadership lost: stop taking new work, let in-flight API calls finish, cancel
+the loop, and start a fresh `Scheduler` (drained ones accept no work) for the
+next term, its queue filled from the caches.
+
+Shutdown on SIGTERM or SIGINT: stop scheduling as above, release the Lease so a
+standby takes over without waiting for it to expire, then cancel the watchers
+and pollers and close the connections.
 """
 
 from __future__ import annotations
@@ -24,9 +34,10 @@ from carbon_scheduler.carbon.factory import make_source
 from carbon_scheduler.carbon.source import CarbonSource
 from carbon_scheduler.config.types import CarbonSourceKind, Config, RegionSpec
 from carbon_scheduler.daemon.cache import ClusterCache
-from carbon_scheduler.daemon.carbon_feed import CarbonFeed
+from carbon_scheduler.daemon.carbon_feed import MAX_HISTORY_STEPS, CarbonFeed, wall_step_seconds
 from carbon_scheduler.daemon.connections import connect
 from carbon_scheduler.daemon.kubeapi import KubeError
+from carbon_scheduler.daemon.leader import LeaderElector, default_identity
 from carbon_scheduler.daemon.metrics import DaemonMetrics
 from carbon_scheduler.daemon.queue import SchedulingQueue
 from carbon_scheduler.daemon.runtime import RegionRuntime
@@ -75,6 +86,10 @@ class Daemon:
         self.sources: dict[str, CarbonSource] = {}
         self.stop = asyncio.Event()
         self.scheduler: Scheduler | None = None
+        self.elector: LeaderElector | None = None
+        # True once the caches synced and the campaign (or, without leader
+        # election, the loop) started; a standby is ready too.
+        self.started = False
         self.loop_running = False
         self._labelling: set[str] = set()
 
@@ -84,10 +99,9 @@ class Daemon:
         background: list[asyncio.Task] = []
         try:
             await self._connect()
-            queue = SchedulingQueue(clock=self.clock)
-            self.scheduler = Scheduler(self.config, self.regions, queue, metrics=self.metrics, clock=self.clock)
+            self.scheduler = self._new_scheduler()
             for runtime in self.regions.values():
-                runtime.cache.add_listener(self.scheduler.on_cache_event)
+                runtime.cache.add_listener(self._on_cache_event)
                 runtime.cache.add_listener(self._on_node_event)
                 background.append(asyncio.create_task(runtime.cache.run(), name=f"cache-{runtime.name}"))
                 background.append(asyncio.create_task(self._poll_carbon(runtime), name=f"carbon-{runtime.name}"))
@@ -97,15 +111,24 @@ class Daemon:
                 log.info("http_started", port=self.metrics_port)
 
             await self._wait_for_sync()
-            for runtime in self.regions.values():
-                if runtime.feed.latest is not None:
-                    await self._label_nodes(runtime)
-            loop_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
-            self.loop_running = True
-            background.append(loop_task)
+            elector_task = None
+            if self.config.scheduler.leader_election:
+                self.elector = self._new_elector()
+                elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
+                background.append(elector_task)
+            leading_task = asyncio.create_task(self._schedule_while_leading(), name="leading")
+            background.append(leading_task)
+            self.started = True
             await self.stop.wait()
             log.info("daemon_stopping")
-            await self.scheduler.drain()
+            # Scheduling stops (in-flight calls drained) before the Lease is released,
+            # so the next leader never overlaps with this one.
+            leading_task.cancel()
+            await asyncio.gather(leading_task, return_exceptions=True)
+            if elector_task is not None and self.elector is not None:
+                elector_task.cancel()
+                await asyncio.gather(elector_task, return_exceptions=True)
+                await self.elector.release()
             return 0
         finally:
             for task in background:
@@ -118,6 +141,76 @@ class Daemon:
             for runtime in self.regions.values():
                 await runtime.client.close()
             log.info("daemon_stopped")
+
+    def _new_scheduler(self) -> Scheduler:
+        queue = SchedulingQueue(clock=self.clock)
+        return Scheduler(self.config, self.regions, queue, metrics=self.metrics, clock=self.clock)
+
+    def _new_elector(self) -> LeaderElector:
+        settings = self.config.scheduler
+        region = settings.leader_election_region or self.config.regions[0].name
+        return LeaderElector(
+            self.regions[region].client,
+            namespace=settings.lease_namespace,
+            name=settings.lease_name,
+            identity=default_identity(),
+            lease_duration_seconds=settings.lease_duration_seconds,
+            renew_seconds=settings.lease_renew_seconds,
+            retry_seconds=settings.lease_retry_seconds,
+            clock=self.clock,
+        )
+
+    def _on_cache_event(self, region: str, kind: str, event_type: str, obj: dict) -> None:
+        # Every replica keeps placement state and a queue current, so a new leader
+        # starts from warm state; only the leader's loop pops the queue.
+        if self.scheduler is not None:
+            self.scheduler.on_cache_event(region, kind, event_type, obj)
+
+    def _replace_scheduler(self) -> Scheduler:
+        """Start a fresh Scheduler after a drained one, its state and queue rebuilt
+        from the caches as after a relist."""
+        scheduler = self._new_scheduler()
+        self.scheduler = scheduler
+        for name, runtime in self.regions.items():
+            scheduler.on_cache_event(name, "Node", "RELISTED", {})
+            for pod in list(runtime.cache.pods.values()):
+                scheduler.on_cache_event(name, "Pod", "SYNC", pod)
+        return scheduler
+
+    @property
+    def leading(self) -> bool:
+        return self.loop_running
+
+    async def _schedule_while_leading(self) -> None:
+        """Run the scheduler loop during each term as leader (always, without
+        leader election), until cancelled."""
+        while True:
+            if self.elector is not None:
+                await self.elector.elected.wait()
+            scheduler = self.scheduler
+            if scheduler is None or not scheduler.accepting:
+                scheduler = self._replace_scheduler()
+            loop_task = asyncio.create_task(scheduler.run(), name="scheduler")
+            self.loop_running = True
+            self.metrics.leader.set(1)
+            log.info("scheduling_started", leader_election=self.elector is not None)
+            try:
+                for runtime in self.regions.values():
+                    if runtime.feed.latest is not None:
+                        await self._label_nodes(runtime)
+                if self.elector is None:
+                    await loop_task
+                else:
+                    await self.elector.deposed.wait()
+                    log.warning("scheduling_stopped", reason="leadership lost")
+            finally:
+                self.loop_running = False
+                self.metrics.leader.set(0)
+                await scheduler.drain()
+                loop_task.cancel()
+                await asyncio.gather(loop_task, return_exceptions=True)
+                # The loop may have started a call while the first drain waited.
+                await scheduler.drain()
 
     async def _connect(self) -> None:
         source_clock = _Clock(self.clock)
@@ -147,6 +240,7 @@ class Daemon:
         source = self.sources[runtime.name]
         delay = _poll_seconds(runtime.spec)
         failures = 0
+        await self._load_history(runtime, source)
         while True:
             try:
                 sample = await source.latest()
@@ -169,7 +263,7 @@ class Daemon:
         if kind.lower() != "node" or event_type not in ("ADDED", "MODIFIED", "SYNC"):
             return
         runtime = self.regions[region]
-        if runtime.feed.latest is None:
+        if runtime.feed.latest is None or not self.leading:
             return
         labels = obj["metadata"].get("labels") or {}
         if labels.get(LEVEL_LABEL) != runtime.feed.level.label and region not in self._labelling:
@@ -177,8 +271,23 @@ class Daemon:
             task = asyncio.get_running_loop().create_task(self._label_nodes(runtime))
             task.add_done_callback(lambda _: self._labelling.discard(region))
 
+    async def _load_history(self, runtime: RegionRuntime, source: CarbonSource) -> None:
+        """Fill the feed with the source's recent past, so relative levels and
+        forecasts work from the first minute instead of after days."""
+        span = int(MAX_HISTORY_STEPS * wall_step_seconds(runtime.spec))
+        now = int(self.clock())
+        try:
+            samples = await source.history(now - span, now)
+        except (SourceError, ValueError) as error:
+            log.warning("carbon_history_failed", region=runtime.name, error=str(error))
+            return
+        runtime.feed.preload([(sample.time, sample.intensity_g_per_kwh) for sample in samples])
+
     async def _label_nodes(self, runtime: RegionRuntime) -> None:
-        """Publish the region's level as a node label, so `kubectl get nodes -L` shows it."""
+        """Publish the region's level as a node label, so `kubectl get nodes -L` shows it.
+        Only the leader writes labels, so two replicas never fight over them."""
+        if not self.leading:
+            return
         level = runtime.feed.level.label
         for name, node in list(runtime.cache.nodes.items()):
             labels = node["metadata"].get("labels") or {}
@@ -199,8 +308,13 @@ class Daemon:
         waiting = [name for name, runtime in self.regions.items() if not runtime.cache.synced.is_set()]
         if waiting:
             return False, "waiting for caches: " + ", ".join(waiting)
-        if not self.loop_running:
+        if not self.started:
+            return False, "scheduler not started"
+        if not self.loop_running and self.elector is None:
             return False, "scheduler loop not started"
+        if not self.loop_running:
+            # A standby is ready: it serves metrics and takes over when the leader stops.
+            return True, "ready (standby: another replica holds the leader lease)"
         return True, "ready"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from carbon_scheduler.config.types import RegionSpec
+from carbon_scheduler.config.types import CarbonSourceKind, RegionSpec
 from carbon_scheduler.forecasting import Forecaster
 from carbon_scheduler.model import Level
 from carbon_scheduler.policy.levels import level_of
@@ -28,6 +28,15 @@ log = structlog.get_logger(__name__)
 MAX_HISTORY_STEPS = 24 * 7 * 8
 """Source steps of history kept in memory: eight weeks, more than any forecaster
 or relative level window reads."""
+
+
+def wall_step_seconds(region: RegionSpec) -> float:
+    """Wall-clock seconds that one source step lasts: `seconds_per_hour` for a
+    replayed trace, an hour for live sources."""
+    carbon = region.carbon
+    if carbon is not None and carbon.kind is CarbonSourceKind.REPLAY and carbon.seconds_per_hour:
+        return float(carbon.seconds_per_hour)
+    return 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,17 @@ class CarbonFeed:
         self.latest: FeedSample | None = None
         self.level = Level.MEDIUM
         self.outlook: Outlook | None = None
+
+    def preload(self, samples: list[tuple[int, float]]) -> None:
+        """Fill the history from a source's past samples (time, g/kWh), oldest
+        first, so levels and forecasts have material from the first minute."""
+        for time, value in sorted(samples):
+            if not self.times or time > self.times[-1]:
+                self.times.append(time)
+                self.values.append(value)
+        del self.times[: max(0, len(self.times) - MAX_HISTORY_STEPS)]
+        del self.values[: max(0, len(self.values) - MAX_HISTORY_STEPS)]
+        log.info("carbon_history_loaded", region=self.region.name, samples=len(self.times))
 
     def record(self, time: int, intensity_g_per_kwh: float) -> bool:
         """Add a sample; return True when it starts a new step (a new outlook was made)."""

@@ -60,3 +60,8 @@ class DaemonMetrics:
         )
         self.deferred = Gauge("carbon_scheduler_deferred_pods", "Pods waiting for a low-carbon window.", registry=r)
         self.pending = Gauge("carbon_scheduler_queue_pods", "Pods in the scheduling queue.", registry=r)
+        self.leader = Gauge(
+            "carbon_scheduler_leader",
+            "1 while this replica holds the leader Lease and runs the scheduling loop, else 0.",
+            registry=r,
+        )

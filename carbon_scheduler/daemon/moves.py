@@ -16,6 +16,12 @@ steps leaves an original whose copy exists: whenever the daemon sees such a pair
 before step 1 leaves only the original, which is scheduled again. A 409 on step 1
 (a pod of that name already exists in the target) means an earlier attempt
 created it: the copy is checked for our annotation and the move continues.
+
+A pod controlled by a Job moves with its Job, in the same two steps: the Job is
+re-created in the target cluster (its pods pinned there), then the original Job
+is deleted with a UID precondition, which deletes its pending pod. Before
+deciding for a Job's pod, the scheduler looks for a copy of the Job in the other
+regions and, when one exists, only finishes the move.
 """
 
 from __future__ import annotations
@@ -59,3 +65,48 @@ def controller_kind(pod: dict) -> str | None:
         if owner.get("controller"):
             return owner.get("kind")
     return None
+
+
+# Labels the API server adds to a Job's selector and pod template; a copy must not
+# carry them, because the target cluster generates its own for the new Job.
+_JOB_GENERATED_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid", "job-name", "batch.kubernetes.io/job-name")
+
+
+def job_owner(pod: dict) -> tuple[str, str] | None:
+    """(name, uid) of the Job that controls `pod`, or None."""
+    for owner in pod["metadata"].get("ownerReferences") or ():
+        if owner.get("controller") and owner.get("kind") == "Job":
+            return owner.get("name", ""), owner.get("uid", "")
+    return None
+
+
+def job_copy_for_target(job: dict, *, origin_region: str, target_region: str) -> dict:
+    """Return the body that re-creates `job` in another cluster.
+
+    The copy's pods are pinned to the target region with the
+    `carbon-scheduler.io/regions` annotation, so they are bound there and never
+    moved again. The selector and the labels the API server generated for the
+    original are dropped; the target's API server makes its own.
+    """
+    metadata = {key: value for key, value in job["metadata"].items() if key not in _DROPPED_METADATA}
+    metadata.pop("ownerReferences", None)
+    labels = {k: v for k, v in (metadata.get("labels") or {}).items() if k not in _JOB_GENERATED_LABELS}
+    metadata["labels"] = labels
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[MOVED_FROM_REGION] = origin_region
+    annotations[MOVED_FROM_UID] = job["metadata"]["uid"]
+    metadata["annotations"] = annotations
+
+    spec = copy.deepcopy(job.get("spec") or {})
+    spec.pop("selector", None)
+    spec.pop("manualSelector", None)
+    template = spec.setdefault("template", {})
+    template_metadata = template.setdefault("metadata", {})
+    template_labels = {
+        k: v for k, v in (template_metadata.get("labels") or {}).items() if k not in _JOB_GENERATED_LABELS
+    }
+    template_metadata["labels"] = template_labels
+    template_annotations = dict(template_metadata.get("annotations") or {})
+    template_annotations[f"{LABEL_PREFIX}/regions"] = target_region
+    template_metadata["annotations"] = template_annotations
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}

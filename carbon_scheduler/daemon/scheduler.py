@@ -19,8 +19,8 @@ out:
 
 Pods owned by a ReplicaSet, StatefulSet, DaemonSet or any other controller are
 placed only in their own cluster, because their controller would replace a pod
-moved away. NOTE: Job-owned pods are also kept in their own cluster until moving
-a Job with its pods is built.
+moved away. A pod of a Job moves with its Job (see `daemon.moves`), unless another
+controller owns the Job.
 """
 
 from __future__ import annotations
@@ -35,16 +35,30 @@ import structlog
 from carbon_scheduler.carbon.traces import format_time
 from carbon_scheduler.config.types import Config
 from carbon_scheduler.daemon import explain
+from carbon_scheduler.daemon.carbon_feed import wall_step_seconds
 from carbon_scheduler.daemon.kubeapi import Conflict, KubeError, NotFound
 from carbon_scheduler.daemon.metrics import DaemonMetrics
-from carbon_scheduler.daemon.moves import controller_kind, copy_for_target, origin_of
-from carbon_scheduler.daemon.podinfo import is_finished, is_ours, is_unbound_pending, pod_key, task_from_pod
+from carbon_scheduler.daemon.moves import (
+    controller_kind,
+    copy_for_target,
+    job_copy_for_target,
+    job_owner,
+    origin_of,
+)
+from carbon_scheduler.daemon.podinfo import (
+    is_finished,
+    is_ours,
+    is_unbound_pending,
+    parse_rfc3339,
+    pod_key,
+    task_from_pod,
+)
 from carbon_scheduler.daemon.queue import SchedulingQueue
 from carbon_scheduler.daemon.runtime import RegionRuntime
 from carbon_scheduler.model import Task
-from carbon_scheduler.policy.decisions import Bind, Defer, Unschedulable, Wait, Window
+from carbon_scheduler.policy.decisions import Bind, Defer, Unschedulable, Wait
 from carbon_scheduler.policy.energy import facility_power_kw
-from carbon_scheduler.policy.ledger import CapacityLedger, region_capacity
+from carbon_scheduler.policy.ledger import DEFAULT_SLOT_SECONDS, CapacityLedger, region_capacity
 from carbon_scheduler.policy.rules import decide
 
 log = structlog.get_logger(__name__)
@@ -69,11 +83,20 @@ class Scheduler:
         self.metrics = metrics
         self.clock = clock
         capacity = {name: region_capacity(rt.spec.max_pods, rt.spec.nodes) for name, rt in regions.items()}
-        self.ledger = CapacityLedger(capacity, origin=int(clock()) - 3600)
+        # A replayed trace plays an hour in seconds, so windows are seconds long and
+        # the ledger's slots must be too: a twelfth of the shortest step, at most the
+        # usual five minutes.
+        shortest_step = min((wall_step_seconds(rt.spec) for rt in regions.values()), default=3600.0)
+        slot_seconds = max(1, min(DEFAULT_SLOT_SECONDS, int(shortest_step // 12)))
+        self.ledger = CapacityLedger(capacity, origin=int(clock()) - 3600, slot_seconds=slot_seconds)
         self.bookings: dict[str, tuple[str, int, int, Task]] = {}
         self.reported: dict[str, str] = {}
         self.problems_reported: set[str] = set()
         self.moving: set[str] = set()
+        # Regions a pod cannot move to because a different object there has its name.
+        self.blocked: dict[str, set[str]] = {}
+        self.started_at = clock()
+        self._waiting_logged: set[str] = set()
         self.copies: dict[str, tuple[str, dict]] = {}
         self.inflight: set[asyncio.Task] = set()
         self.slots = asyncio.Semaphore(MAX_INFLIGHT_CALLS)
@@ -176,13 +199,33 @@ class Scheduler:
             await self._finish_move(home, pod)
             return
 
+        if not self._all_listed() and _created(pod) < self.started_at:
+            # A copy of this pod, moved by an earlier daemon, may sit in a region not
+            # yet listed; placing the pod now could run it twice, so it waits.
+            if uid not in self._waiting_logged:
+                self._waiting_logged.add(uid)
+                log.info("waiting_for_regions", pod=key, regions=self._unlisted())
+            self.queue.unschedulable(key)
+            return
+
         started = time.perf_counter()
         task, problems = task_from_pod(
             pod, region=region_name, settings=self.settings, region_names=tuple(self.regions), now=self.clock()
         )
         await self._report_problems(home, pod, problems)
-        if controller_kind(pod) is not None:
+        job = job_owner(pod)
+        if job is not None:
+            if await self._finish_job_move_if_copied(home, pod, job):
+                self.queue.remove(key)
+                return
+            if not await self._job_may_move(home, pod, job):
+                task = dataclasses.replace(task, allowed_regions=(region_name,))
+        elif controller_kind(pod) is not None:
             task = dataclasses.replace(task, allowed_regions=(region_name,))
+        blocked = self.blocked.get(uid)
+        if blocked:
+            allowed = task.allowed_regions or tuple(self.regions)
+            task = dataclasses.replace(task, allowed_regions=tuple(r for r in allowed if r not in blocked))
 
         self._release(uid)
         now = int(self.clock())
@@ -203,7 +246,11 @@ class Scheduler:
             # The queue forgets the pod now; a failed call puts it back with backoff.
             self.queue.remove(key)
             self._assume(home, pod, task, decision, now)
-            self._start_call(self._place(home, pod, task, decision, now))
+            target = self.regions[decision.region]
+            self._start_call(
+                self._place(home, pod, task, decision, now),
+                on_error=lambda: (self._undo(home, target, pod, target is not home), self.queue.unschedulable(key)),
+            )
         elif isinstance(decision, Defer):
             self.metrics.decisions.labels(task.task_class.value, "defer").inc()
             window = decision.window
@@ -226,14 +273,20 @@ class Scheduler:
 
     # Carrying decisions out ----------------------------------------------------------
 
-    def _start_call(self, coroutine) -> None:
-        task = asyncio.get_running_loop().create_task(self._limited(coroutine))
+    def _start_call(self, coroutine, *, on_error: Callable[[], object]) -> None:
+        task = asyncio.get_running_loop().create_task(self._limited(coroutine, on_error))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    async def _limited(self, coroutine) -> None:
+    async def _limited(self, coroutine, on_error: Callable[[], object]) -> None:
         async with self.slots:
-            await coroutine
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bug in one placement must not lose the pod
+                log.exception("placement_failed", error=str(error))
+                on_error()
 
     def _assume(self, home: RegionRuntime, pod: dict, task: Task, decision: Bind, now: int) -> None:
         """Count the placement before any API call, so the next decision sees it."""
@@ -255,14 +308,26 @@ class Scheduler:
         started = time.perf_counter()
         moving = target is not home
         try:
-            if moving:
+            if moving and job_owner(pod) is not None:
+                await self._move_job(home, target, pod, decision)
+            elif moving:
                 await self._move(home, target, pod, decision.node, decision)
             else:
                 await home.client.bind_pod(namespace, name, decision.node, uid=uid)
         except Conflict as error:
             self._undo(home, target, pod, moving)
             self.metrics.binding_errors.labels(target.name, "conflict").inc()
-            log.info("bind_conflict", region=target.name, pod=key, node=decision.node, error=error.message)
+            if not moving:
+                # Another scheduler bound the pod: it is placed, so leave it alone.
+                log.info("bind_conflict", region=target.name, pod=key, node=decision.node, error=error.message)
+                return
+            # The target already has a different pod (or Job) of this name: place the
+            # pod anywhere else instead.
+            self.blocked.setdefault(uid, set()).add(target.name)
+            log.warning("move_name_taken", region=target.name, pod=key, error=error.message)
+            message = f"cannot move to {target.name}: {error.message}; trying the other regions"
+            await self._event(home, pod, "FailedScheduling", message, event_type="Warning")
+            self.queue.unschedulable(key)
             return
         except NotFound as error:
             self._undo(home, target, pod, moving)
@@ -315,6 +380,65 @@ class Scheduler:
         await self._event(target, created, "Scheduled", f"placed on {node} after a move from {home.name}")
         await self._delete_original(home, pod)
 
+    async def _move_job(self, home: RegionRuntime, target: RegionRuntime, pod: dict, decision: Bind) -> None:
+        namespace = pod["metadata"]["namespace"]
+        job_name, job_uid = job_owner(pod) or ("", "")
+        job = await home.client.get_job(namespace, job_name)
+        if job["metadata"].get("uid") != job_uid:
+            raise NotFound(
+                f"job {namespace}/{job_name} was replaced", region=home.name, verb="get", path=job_name, status=404
+            )
+        body = job_copy_for_target(job, origin_region=home.name, target_region=target.name)
+        try:
+            await target.client.create_job(namespace, body)
+        except Conflict:
+            existing = await target.client.get_job(namespace, job_name)
+            if origin_of(existing) != (home.name, job_uid):
+                raise
+        # The copy's own pod is scheduled in the target when its Job controller makes it.
+        target.state.forget(_placeholder(pod)["metadata"]["uid"])
+        message = f"moved with its Job {job_name} to {target.name}: {decision.reason}"
+        await self._event(home, pod, "Moved", message)
+        await self._delete_original_job(home, namespace, job_name, job_uid)
+
+    async def _delete_original_job(self, home: RegionRuntime, namespace: str, name: str, uid: str) -> None:
+        try:
+            await home.client.delete_job(namespace, name, uid=uid)
+        except NotFound:
+            pass  # already gone: the move is complete
+        log.info("job_move_finished", region=home.name, job=f"{namespace}/{name}", uid=uid)
+
+    async def _finish_job_move_if_copied(self, home: RegionRuntime, pod: dict, job: tuple[str, str]) -> bool:
+        """Finish a Job move that a crash cut short: True when a copy of the pod's
+        Job exists in another region and the original was deleted."""
+        namespace = pod["metadata"]["namespace"]
+        name, uid = job
+        for runtime in self.regions.values():
+            if runtime is home or not runtime.ready:
+                continue
+            try:
+                existing = await runtime.client.get_job(namespace, name)
+            except NotFound:
+                continue
+            except KubeError as error:
+                log.warning("job_copy_check_failed", region=runtime.name, job=f"{namespace}/{name}", error=str(error))
+                continue
+            if origin_of(existing) == (home.name, uid):
+                log.info("job_move_resumed", region=home.name, target=runtime.name, job=f"{namespace}/{name}")
+                await self._delete_original_job(home, namespace, name, uid)
+                return True
+        return False
+
+    async def _job_may_move(self, home: RegionRuntime, pod: dict, job: tuple[str, str]) -> bool:
+        """A Job may move unless a controller (a CronJob, say) owns it, because that
+        controller would not know the copy."""
+        try:
+            body = await home.client.get_job(pod["metadata"]["namespace"], job[0])
+        except KubeError as error:
+            log.warning("job_read_failed", region=home.name, job=job[0], error=str(error))
+            return False
+        return controller_kind(body) is None
+
     async def _delete_original(self, home: RegionRuntime, pod: dict) -> None:
         namespace, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
         try:
@@ -355,7 +479,7 @@ class Scheduler:
             intensity_g_per_kwh=decision.intensity_g_per_kwh,
             level=self.regions[decision.region].feed.level.label,
             reason=decision.reason,
-            window=_window_dict(window),
+            window=window,
             counterfactual_region=home.name,
             counterfactual_g=self._counterfactual(home, task, now),
             decided_at=now,
@@ -402,6 +526,12 @@ class Scheduler:
 
     # Bookkeeping ----------------------------------------------------------------------
 
+    def _all_listed(self) -> bool:
+        return all(runtime.cache.synced.is_set() for runtime in self.regions.values())
+
+    def _unlisted(self) -> list[str]:
+        return [name for name, runtime in self.regions.items() if not runtime.cache.synced.is_set()]
+
     def _release(self, uid: str) -> None:
         booking = self.bookings.pop(uid, None)
         if booking is None:
@@ -421,10 +551,12 @@ def _placeholder(pod: dict) -> dict:
     return {**pod, "metadata": {**pod["metadata"], "uid": f"moving-{pod['metadata']['uid']}"}}
 
 
-def _window_dict(window: Window | None) -> dict | None:
-    if window is None:
-        return None
-    return {"region": window.region, "start": window.start, "end": window.end, "estimated_g": window.estimated_g}
+def _created(pod: dict) -> float:
+    """Creation time of `pod` in Unix seconds; 0 when missing or unreadable."""
+    try:
+        return parse_rfc3339(pod["metadata"].get("creationTimestamp") or "")
+    except ValueError:
+        return 0.0
 
 
 def _grams(value: float | None) -> str:

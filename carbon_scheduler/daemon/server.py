@@ -1,6 +1,6 @@
 """HTTP endpoints of the daemon: `/healthz` (the process is serving), `/readyz`
-(every region's cache synced once and the scheduler loop running) and `/metrics`
-(Prometheus text format)."""
+(every region's cache synced once, and this replica either scheduling or standing
+by for the leader Lease) and `/metrics` (Prometheus text format)."""
 
 from __future__ import annotations
 

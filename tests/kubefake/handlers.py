@@ -151,23 +151,22 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
 def _list(server: FakeApiServer, request: web.Request, rt: ResourceType, namespace: str | None) -> web.Response:
     query = request.query
     labels, fields = parse_selectors(rt, query.get("labelSelector", ""), query.get("fieldSelector", ""))
-    items = server.store.list(rt, namespace, labels=labels, fields=fields)
     resource_version = server.store.resource_version
+    last_key = None
     token = query.get("continue", "")
     if token:
         # NOTE: the real server serves later pages from a snapshot at the first page's
         # version. The fake reads the current state after the last key instead.
         resource_version, last_key = _decode_continue(token)
-        items = [item for item in items if (item["metadata"].get("namespace", ""), item["metadata"]["name"]) > last_key]
     limit_text = query.get("limit", "")
     limit = int(limit_text) if limit_text.isdigit() else 0
-    if limit and len(items) > limit:
-        page, rest = items[:limit], items[limit:]
+    page, remaining = server.store.list_page(rt, namespace, labels=labels, fields=fields, after=last_key, limit=limit)
+    if remaining:
         last = page[-1]["metadata"]
         payload = {"rv": resource_version, "namespace": last.get("namespace", ""), "name": last["name"]}
         next_token = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
-        return json_response(_list_body(rt, page, resource_version, next_token, len(rest)))
-    return json_response(_list_body(rt, items, resource_version))
+        return json_response(_list_body(rt, page, resource_version, next_token, remaining))
+    return json_response(_list_body(rt, page, resource_version))
 
 
 async def _watch(server: FakeApiServer, request: web.Request, rt: ResourceType, namespace: str | None) -> web.StreamResponse:

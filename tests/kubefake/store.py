@@ -17,6 +17,7 @@ writes they make follow it in the history.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import random
 import uuid
@@ -158,6 +159,42 @@ class Store:
                 continue
             result.append(copy.deepcopy(obj))
         return result
+
+    def list_page(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        labels: LabelSelector | None = None,
+        fields: FieldSelector | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Return up to `limit` (0: all) matching objects whose (namespace, name) key
+        sorts after `after`, and how many more match beyond them.
+
+        Only the returned page is copied, so the cost of a page grows with the page
+        size and not with the size of the collection.
+        """
+        objects = self._objects[rt.plural]
+        keys = sorted(objects)
+        if after is not None:
+            keys = keys[bisect.bisect_right(keys, after):]
+        page: list[dict[str, Any]] = []
+        remaining = 0
+        for key in keys:
+            obj = objects[key]
+            if rt.namespaced and namespace is not None and key[0] != namespace:
+                continue
+            if labels is not None and not labels.matches(obj["metadata"].get("labels")):
+                continue
+            if fields is not None and not fields.matches(obj):
+                continue
+            if limit and len(page) >= limit:
+                remaining += 1
+            else:
+                page.append(obj)
+        return [copy.deepcopy(obj) for obj in page], remaining
 
     def changes_since(self, resource_version: int) -> list[Change]:
         """Return the changes after `resource_version`; raises 410 Expired when some were dropped."""
