@@ -241,7 +241,13 @@ def run_daemon_command(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    return asyncio.run(run_daemon(config, metrics_port=args.metrics_port))
+    from carbon_scheduler.daemon.connections import ClusterConfigError
+
+    try:
+        return asyncio.run(run_daemon(config, metrics_port=args.metrics_port))
+    except ClusterConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
 
 
 def run_synth_command(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.daemon_harness import CAP, INTENSITY, Daemon, free_port, write_config
+from tests.daemon_harness import daemon_environment, CAP, INTENSITY, Daemon, free_port, write_config
 from tests.kubefake.fixtures import FakeRegions
 from tests.kubefake.resources import PODS
 
@@ -58,7 +58,7 @@ async def start_in(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "carbon_scheduler.cli", "--log-level", "debug", "run", "--config", str(config),
         "--metrics-port", str(port),
-        stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"),
+        stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=daemon_environment(),
     )
     daemon = Daemon(process, port, log, log_file)
     try:

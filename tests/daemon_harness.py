@@ -61,6 +61,14 @@ def write_config(path: Path, regions: FakeRegions, intensity: dict[str, float], 
     return path
 
 
+def daemon_environment() -> dict[str, str]:
+    """Environment of a daemon under test: loopback without proxies, and never an
+    in-cluster API server, even when the tests themselves run in a pod."""
+    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return env
+
+
 class Daemon:
     """A running `carbon-scheduler run` child process."""
 
@@ -115,7 +123,7 @@ async def start_daemon(tmp_path: Path, regions: FakeRegions, intensity=INTENSITY
     config = write_config(tmp_path / "regions.toml", regions, intensity, **options)
     port = free_port()
     log = tmp_path / "daemon.log"
-    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
+    env = daemon_environment()
     log_file = log.open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "carbon_scheduler.cli", "--log-level", "debug", "run", "--config", str(config),

@@ -99,6 +99,8 @@ def test_leader_election_defaults():
     settings = parse(REGION).scheduler
     assert settings.leader_election is True
     assert settings.leader_election_region is None
+    assert settings.lease_kubeconfig is None
+    assert settings.lease_context is None
     assert settings.lease_name == "carbon-scheduler"
     assert settings.lease_namespace == "default"
     assert settings.lease_duration_seconds == 15
@@ -129,6 +131,32 @@ def test_leader_election_values():
     assert settings.lease_duration_seconds == 3
     assert settings.lease_renew_seconds == 1.0
     assert settings.lease_retry_seconds == 0.5
+
+
+def test_lease_cluster_values(tmp_path):
+    directory = tmp_path / "conf"
+    directory.mkdir()
+    file = directory / "regions.toml"
+    file.write_text(
+        '[scheduler]\nlease_kubeconfig = "kube/management.yaml"\nlease_context = "minikube"\n[regions.eu-west]\n',
+        encoding="utf-8",
+    )
+    settings = load_config(file).scheduler
+    assert settings.lease_kubeconfig == str(directory / "kube" / "management.yaml")
+    assert settings.lease_context == "minikube"
+    assert settings.leader_election_region is None
+
+
+def test_lease_context_alone_keeps_default_kubeconfig():
+    settings = parse('[scheduler]\nlease_context = "minikube"\n' + REGION).scheduler
+    assert settings.lease_kubeconfig is None
+    assert settings.lease_context == "minikube"
+
+
+def test_lease_kubeconfig_expands_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = parse('[scheduler]\nlease_kubeconfig = "~/.kube/management"\n' + REGION).scheduler
+    assert settings.lease_kubeconfig == str(tmp_path / ".kube" / "management")
 
 
 def test_parse_config_string_source_has_no_path():
@@ -506,8 +534,8 @@ BROKEN = [
             "(did you mean standard_max_wait_seconds?); allowed: deadline_margin_seconds, "
             "default_deadline_seconds, default_expected_duration_seconds, defer_min_saving_percent, "
             "deferrable_headroom_pods, forecaster, leader_election, leader_election_region, "
-            "lease_duration_seconds, lease_name, lease_namespace, lease_renew_seconds, "
-            "lease_retry_seconds, planning_horizon_hours, standard_max_wait_seconds",
+            "lease_context, lease_duration_seconds, lease_kubeconfig, lease_name, lease_namespace, "
+            "lease_renew_seconds, lease_retry_seconds, planning_horizon_hours, standard_max_wait_seconds",
             "regions.toml:3: scheduler.planning_horizon_hours: must be a positive integer, got 0",
             'regions.toml:4: scheduler.forecaster: must be a non-empty string, got ""',
         ],
@@ -565,6 +593,54 @@ BROKEN = [
             'whose cluster holds the leader Lease, got "mars"; allowed: eu-west, us-east',
         ],
         id="scheduler-leader-region-unknown",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        lease_kubeconfig = ""
+        lease_context = 3
+        [regions.eu-west]
+        """,
+        [
+            'regions.toml:2: scheduler.lease_kubeconfig: must be a non-empty path, got ""',
+            "regions.toml:3: scheduler.lease_context: must be a non-empty string, got 3",
+        ],
+        id="scheduler-lease-kubeconfig-and-context",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        leader_election_region = "us-east"
+        lease_kubeconfig = "/etc/kube/management.yaml"
+        lease_context = "minikube"
+        [regions.eu-west]
+        [regions.us-east]
+        """,
+        [
+            "regions.toml:2: scheduler.leader_election_region: cannot be combined with "
+            "lease_kubeconfig and lease_context, because both say which cluster holds the leader "
+            "Lease. Remove leader_election_region to keep the Lease in the cluster of "
+            "lease_kubeconfig and lease_context, or remove lease_kubeconfig and lease_context to "
+            "keep it in region 'us-east'",
+        ],
+        id="scheduler-leader-region-and-lease-kubeconfig",
+    ),
+    pytest.param(
+        """\
+        [scheduler]
+        leader_election_region = "mars"
+        lease_context = "minikube"
+        [regions.eu-west]
+        """,
+        [
+            "regions.toml:2: scheduler.leader_election_region: cannot be combined with "
+            "lease_context, because both say which cluster holds the leader Lease. Remove "
+            "leader_election_region to keep the Lease in the cluster of lease_context, or remove "
+            "lease_context to keep it in region 'mars'",
+            "regions.toml:2: scheduler.leader_election_region: must name a region of this file, "
+            'whose cluster holds the leader Lease, got "mars"; allowed: eu-west',
+        ],
+        id="scheduler-leader-region-unknown-and-lease-context",
     ),
     pytest.param(
         """\

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Daemon, free_port, wait_until
+from tests.daemon_harness import daemon_environment, Daemon, free_port, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,7 +76,7 @@ async def test_deferrable_pod_starts_in_forecast_dip(tmp_path: Path, clusters):
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "carbon_scheduler.cli", "--log-level", "debug", "run", "--config", str(config),
         "--metrics-port", str(port), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"),
+        env=daemon_environment(),
     )
     daemon = Daemon(process, port, log, log_file)
     try:

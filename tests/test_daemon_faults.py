@@ -1,6 +1,7 @@
 """Fault injection against the real `carbon-scheduler run`: SIGKILL in the middle of
-moves, dropped and expired watches, 500s, a region's API server going away, a
-missing RBAC permission and a slow API server.
+moves, dropped and expired watches, 500s, a region's API server going away (also
+the one that holds the leader Lease), a missing RBAC permission and a slow API
+server. The Lease tests add a fourth fake API server as the management cluster.
 
 The daemon runs as a child process against three fake API servers on loopback
 (see tests/daemon_harness.py). Carbon intensity is static and eu-west is the
@@ -32,7 +33,7 @@ from tests.daemon_faults_helpers import (
     wait_settled,
 )
 from tests.daemon_harness import CAP, wait_until
-from tests.kubefake.fixtures import FakeRegions
+from tests.kubefake.fixtures import FakeRegions, running_regions
 from tests.kubefake.rbac import RbacPolicy
 from tests.kubefake.resources import PODS
 
@@ -400,32 +401,81 @@ async def test_slow_api_servers_still_schedule_every_pod(tmp_path: Path, cluster
         assert await daemon.stop() == 0, daemon.log.read_text()[-4000:]
 
 
-# Known bugs ----------------------------------------------------------------------------------
+# Where the leader Lease lives ----------------------------------------------------------------
 
 
 # Lease timings the config loader accepts, short enough that a lost Lease shows within seconds.
 SHORT_LEASE = {"lease_duration_seconds": "2", "lease_renew_seconds": "0.5", "lease_retry_seconds": "0.3"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with leader election on (the default) the Lease lives in the first region's cluster; when that "
-    "API server is down the leader cannot renew, stops its scheduling loop, and no region schedules, "
-    "against app.py's 'the others schedule meanwhile'",
-)
-async def test_lease_region_down_others_schedule(tmp_path: Path, clusters: FakeRegions):
+async def test_lease_in_management_cluster_region_down_others_schedule(tmp_path: Path, clusters: FakeRegions):
+    """With the Lease in a fourth cluster outside the regions, an outage of the first
+    region's API server leaves the leader leading, and the other regions schedule."""
+    (tmp_path / "management").mkdir()
+    async with running_regions(tmp_path / "management", regions=("management",)) as management:
+        lease_cluster = {
+            "lease_kubeconfig": f'"{management.kubeconfig}"',
+            "lease_context": '"management"',
+            **SHORT_LEASE,
+        }
+        daemon = await start_in(tmp_path / "daemon", clusters, scheduler=lease_cluster)
+        eu = clusters["eu-west"]
+        try:
+            await wait_until(
+                lambda: management["management"].find("leases", "carbon-scheduler") is not None,
+                timeout=10,
+                what="the Lease created in the management cluster",
+            )
+            assert all(server.find("leases", "carbon-scheduler") is None for server in clusters.values())
+            await eu.stop()
+            await wait_metric(daemon, "eu-west", 0.0, timeout=10)
+            await asyncio.sleep(3.0)  # longer than the Lease, so a leader that could not renew would have given up
+            us = clusters["us-east"]
+            us.create_pod("lease-outage-rs", labels=CRITICAL, requests={"cpu": "100m"}, owner=REPLICA_SET)
+            await wait_until(
+                lambda: bool(us.get("pods", "lease-outage-rs")["spec"].get("nodeName")),
+                timeout=10,
+                what="a us-east pod bound while eu-west is down and the Lease lives in the management cluster",
+            )
+            assert "leader_lost" not in daemon.log.read_text()
+        finally:
+            if not eu.running:
+                await eu.start()
+            assert await daemon.stop() == 0, daemon.log.read_text()[-4000:]
+        # A clean stop releases the Lease in the management cluster.
+        assert management["management"].get("leases", "carbon-scheduler")["spec"]["holderIdentity"] in ("", None)
+
+
+async def test_lease_in_first_region_down_stops_all_scheduling(
+    tmp_path: Path, clusters: FakeRegions, monkeypatch: pytest.MonkeyPatch
+):
+    """Document the fallback: without leader_election_region, lease_kubeconfig,
+    lease_context or a pod, the Lease lives in the first region, and while that
+    region's API server is down no region schedules. The daemon warns about it at
+    start-up."""
+    # The daemon inherits the environment, and in a pod it would put the Lease in its own cluster.
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     daemon = await start_in(tmp_path, clusters, scheduler=SHORT_LEASE)
     eu = clusters["eu-west"]
+    us = clusters["us-east"]
     try:
+        assert eu.find("leases", "carbon-scheduler") is not None
+        assert "leader_lease_in_first_region" in daemon.log.read_text()
         await eu.stop()
         await wait_metric(daemon, "eu-west", 0.0, timeout=10)
-        await asyncio.sleep(3.0)  # longer than the Lease, so a leader that cannot renew has given up
-        us = clusters["us-east"]
+        await wait_until(
+            lambda: "leader_lost" in daemon.log.read_text(),
+            timeout=10,
+            what="the leader giving up the Lease it cannot renew in eu-west",
+        )
         us.create_pod("lease-outage-rs", labels=CRITICAL, requests={"cpu": "100m"}, owner=REPLICA_SET)
+        await asyncio.sleep(2.0)
+        assert not us.get("pods", "lease-outage-rs")["spec"].get("nodeName")
+        await eu.start()
         await wait_until(
             lambda: bool(us.get("pods", "lease-outage-rs")["spec"].get("nodeName")),
-            timeout=10,
-            what="a us-east pod bound while eu-west, which holds the Lease, is down",
+            timeout=15,
+            what="the us-east pod bound once eu-west, which holds the Lease, is back",
         )
     finally:
         if not eu.running:

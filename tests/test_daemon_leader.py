@@ -18,13 +18,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from carbon_scheduler.config.types import RegionSpec
-from carbon_scheduler.daemon.connections import connect
+from carbon_scheduler.config.loading import load_config
+from carbon_scheduler.config.types import Config, RegionSpec, SchedulerSettings
+from carbon_scheduler.daemon.app import (
+    IN_CLUSTER_HOST_VARIABLE,
+    LEASE_CONNECTION_NAME,
+    Daemon as InProcessDaemon,
+    LeaseCluster,
+    choose_lease_cluster,
+)
+from carbon_scheduler.daemon.connections import ClusterConfigError, connect
 from carbon_scheduler.daemon.kubeapi import KubeClient
 from carbon_scheduler.daemon.leader import LeaderElector, format_micro_time, parse_micro_time
-from tests.daemon_harness import Daemon, free_port, wait_until, write_config
+from tests.daemon_harness import INTENSITY, Daemon, free_port, wait_until, write_config
 from tests.kubefake import FakeApiServer, write_kubeconfig
-from tests.kubefake.fixtures import FakeRegions, loopback_without_proxy  # noqa: F401  (fixture)
+from tests.kubefake.fixtures import FakeRegions, kube_regions, loopback_without_proxy  # noqa: F401  (fixture)
 
 REGION = "eu-west"
 NAMESPACE = "default"
@@ -83,6 +91,75 @@ def elector(client: KubeClient, identity: str, clock: FakeClock) -> LeaderElecto
 def lease_spec(server: FakeApiServer) -> dict:
     return server.get("leases", LEASE, namespace=NAMESPACE)["spec"]
 
+
+
+# Where the Lease lives ---------------------------------------------------------------
+
+REGIONS = (RegionSpec(name="eu-west"), RegionSpec(name="us-east"))
+IN_POD = {IN_CLUSTER_HOST_VARIABLE: "10.96.0.1"}
+MANAGEMENT = "/etc/carbon-scheduler/management.yaml"
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "expected"),
+    [
+        pytest.param(
+            SchedulerSettings(leader_election_region="us-east", lease_kubeconfig=MANAGEMENT),
+            IN_POD,
+            LeaseCluster("leader_election_region", region="us-east"),
+            id="region-setting-wins",
+        ),
+        pytest.param(
+            SchedulerSettings(lease_kubeconfig=MANAGEMENT, lease_context="minikube"),
+            IN_POD,
+            LeaseCluster(
+                "lease_kubeconfig/lease_context",
+                connection=RegionSpec(name=LEASE_CONNECTION_NAME, kubeconfig=MANAGEMENT, context="minikube"),
+            ),
+            id="kubeconfig-and-context-before-in-cluster",
+        ),
+        pytest.param(
+            SchedulerSettings(lease_context="minikube"),
+            {},
+            LeaseCluster(
+                "lease_kubeconfig/lease_context",
+                connection=RegionSpec(name=LEASE_CONNECTION_NAME, context="minikube"),
+            ),
+            id="context-alone-uses-default-kubeconfig",
+        ),
+        pytest.param(
+            SchedulerSettings(),
+            IN_POD,
+            LeaseCluster("in-cluster", connection=RegionSpec(name=LEASE_CONNECTION_NAME)),
+            id="in-a-pod",
+        ),
+        pytest.param(
+            SchedulerSettings(),
+            {IN_CLUSTER_HOST_VARIABLE: ""},
+            LeaseCluster("first region", region="eu-west"),
+            id="empty-service-host-is-not-a-pod",
+        ),
+        pytest.param(SchedulerSettings(), {}, LeaseCluster("first region", region="eu-west"), id="first-region"),
+    ],
+)
+def test_choose_lease_cluster(settings, environ, expected):
+    assert choose_lease_cluster(Config(scheduler=settings, regions=REGIONS), environ=environ) == expected
+
+
+@pytest.mark.asyncio
+async def test_missing_lease_kubeconfig_fails_before_sync(tmp_path: Path, kube_regions: FakeRegions):
+    loaded = load_config(write_config(tmp_path / "regions.toml", kube_regions, INTENSITY))
+    missing = tmp_path / "management.yaml"
+    config = Config(
+        scheduler=SchedulerSettings(lease_kubeconfig=str(missing)), regions=loaded.regions, path=loaded.path
+    )
+    with pytest.raises(ClusterConfigError) as caught:
+        await asyncio.wait_for(InProcessDaemon(config, metrics_port=None).run(), 5.0)
+    message = str(caught.value)
+    assert message.startswith("the cluster of the leader Lease (chosen by lease_kubeconfig/lease_context)")
+    assert f"kubeconfig file {missing} not found" in message
+    assert caught.value.region == LEASE_CONNECTION_NAME
+    assert all(server.find("leases", LEASE, namespace=NAMESPACE) is None for server in kube_regions.values())
 
 
 # Time format -------------------------------------------------------------------------
@@ -388,6 +465,8 @@ async def start_replica(directory: Path, regions: FakeRegions, identity: str) ->
     port = free_port()
     log = directory / "daemon.log"
     env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", POD_NAME=identity)
+    # Outside a pod, so the Lease falls back to the first region, eu-west, which `holder` reads.
+    env.pop(IN_CLUSTER_HOST_VARIABLE, None)
     log_file = log.open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "carbon_scheduler.cli", "--log-level", "debug", "run", "--config", str(config),

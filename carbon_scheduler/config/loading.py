@@ -20,7 +20,7 @@ Schema (every table is optional, but at least one `[regions.NAME]` is required):
                               key is an error. Keys without a CarbonSourceSpec
                               field are validated and go to CarbonSourceSpec.options
 
-Relative paths (`kubeconfig`, `carbon.trace`, `carbon.schedule` and the credential
+Relative paths (`kubeconfig`, `scheduler.lease_kubeconfig`, `carbon.trace`, `carbon.schedule` and the credential
 files) are resolved against the directory of the configuration file, so a config
 works from any working directory.
 """
@@ -242,7 +242,21 @@ class _SchemaReader(TableReader):
 
     def check_leader_election_region(self, scheduler: SchedulerSettings, regions: tuple[RegionSpec, ...]) -> None:
         name = scheduler.leader_election_region
-        if not name or not regions:
+        if not name:
+            return
+        # The daemon would ignore lease_kubeconfig and lease_context, so a config that
+        # sets both ways of placing the Lease is rejected instead of guessed at.
+        lease_keys = " and ".join(
+            key for key in ("lease_kubeconfig", "lease_context") if getattr(scheduler, key) is not None
+        )
+        if lease_keys:
+            self.report(
+                ("scheduler", "leader_election_region"),
+                f"cannot be combined with {lease_keys}, because both say which cluster holds the "
+                f"leader Lease. Remove leader_election_region to keep the Lease in the cluster of "
+                f"{lease_keys}, or remove {lease_keys} to keep it in region {name!r}",
+            )
+        if not regions:
             return
         names = [region.name for region in regions]
         if name not in names:
@@ -312,6 +326,8 @@ class _SchemaReader(TableReader):
             ),
             leader_election=self.boolean(table, path, "leader_election", default=defaults.leader_election),
             leader_election_region=self.string(table, path, "leader_election_region", default=None),
+            lease_kubeconfig=self.file_path(table, path, "lease_kubeconfig", required=False),
+            lease_context=self.string(table, path, "lease_context", default=None) or None,
             lease_name=self.string(
                 table, path, "lease_name", default=defaults.lease_name, check=dns_subdomain_problem
             ),

@@ -141,8 +141,16 @@ class SchedulerSettings:
     - `leader_election`: whether daemon replicas elect a leader through a
       `coordination.k8s.io/v1` Lease, so only one of them schedules. Turn it off
       only when exactly one replica runs.
-    - `leader_election_region`: region whose cluster holds the Lease; None means
-      the first region in `regions.toml`.
+    - `leader_election_region`: region whose cluster holds the Lease. When None,
+      the Lease lives in the cluster of `lease_kubeconfig` and `lease_context`
+      (typically the management cluster the daemon runs in), else in the pod's own
+      cluster through in-cluster config, else in the first region of
+      `regions.toml`. A region that holds the Lease stops scheduling in every
+      region while its API server is down, so a cluster outside the scheduled
+      regions is the robust choice.
+    - `lease_kubeconfig`, `lease_context`: kubeconfig file and context of the
+      cluster that holds the Lease when `leader_election_region` is None; either
+      may be None (the default kubeconfig, or its current-context).
     - `lease_name`, `lease_namespace`: the Lease object's name and namespace.
     - `lease_duration_seconds`: how long a Lease stays valid after its last
       renewal; a standby takes over once it has expired. client-go's default.
@@ -163,6 +171,8 @@ class SchedulerSettings:
     defer_min_saving_percent: float = 10.0
     leader_election: bool = True
     leader_election_region: str | None = None
+    lease_kubeconfig: str | None = None
+    lease_context: str | None = None
     lease_name: str = "carbon-scheduler"
     lease_namespace: str = "default"
     lease_duration_seconds: int = 15

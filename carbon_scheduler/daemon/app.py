@@ -7,9 +7,17 @@ then campaign for the leader Lease (see `daemon.leader`). Only the leader runs
 the scheduler loop and labels nodes; a standby keeps its caches, placement state
 and carbon feeds warm and serves metrics, so it can take over at once. A region
 whose API server does not answer is marked down and skipped by placement, and the
-others schedule meanwhile. NOTE: the region that holds the Lease is the
-exception. While its API server is down no replica can renew or take the Lease,
-so no replica schedules in any region.
+others schedule meanwhile.
+
+Where the Lease lives (`choose_lease_cluster`): the region named by
+`leader_election_region`; else the cluster of `lease_kubeconfig`/`lease_context`,
+through a connection of its own; else, in a pod, the pod's own cluster through
+in-cluster config; else the first region. The middle two are usually the
+management cluster the daemon runs in, outside the scheduled regions. While the
+API server that holds the Lease is down no replica can renew or take it, so no
+replica schedules in any region. That makes a Lease in a scheduled region a
+single point of failure, and the daemon logs a warning when it falls back to the
+first region.
 
 Leadership lost: stop taking new work, let in-flight API calls finish, cancel
 the loop, and start a fresh `Scheduler` (drained ones accept no work) for the
@@ -23,9 +31,11 @@ and pollers and close the connections.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 
@@ -35,8 +45,8 @@ from carbon_scheduler.carbon.source import CarbonSource
 from carbon_scheduler.config.types import CarbonSourceKind, Config, RegionSpec
 from carbon_scheduler.daemon.cache import ClusterCache
 from carbon_scheduler.daemon.carbon_feed import MAX_HISTORY_STEPS, CarbonFeed, wall_step_seconds
-from carbon_scheduler.daemon.connections import connect
-from carbon_scheduler.daemon.kubeapi import KubeError
+from carbon_scheduler.daemon.connections import ClusterConfigError, connect
+from carbon_scheduler.daemon.kubeapi import KubeClient, KubeError
 from carbon_scheduler.daemon.leader import LeaderElector, default_identity
 from carbon_scheduler.daemon.metrics import DaemonMetrics
 from carbon_scheduler.daemon.queue import SchedulingQueue
@@ -76,6 +86,42 @@ def _poll_seconds(region: RegionSpec) -> float:
     return max(0.05, min(_wall_step_seconds(region) / 4, 60.0))
 
 
+# Kubernetes sets this variable in every container, so its presence means the
+# daemon runs in a pod and can reach its own cluster's API server.
+IN_CLUSTER_HOST_VARIABLE = "KUBERNETES_SERVICE_HOST"
+# The client name of a Lease connection outside the regions, shown in its log lines.
+LEASE_CONNECTION_NAME = "lease"
+FIRST_REGION = "first region"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCluster:
+    """The cluster that holds the leader Lease: a scheduled region's (`region`), or
+    one the daemon connects to for the Lease alone (`connection`). `chosen_by`
+    names the setting or fallback that picked it, for the start-up log."""
+
+    chosen_by: str
+    region: str | None = None
+    connection: RegionSpec | None = None
+
+
+def choose_lease_cluster(config: Config, *, environ: Mapping[str, str] | None = None) -> LeaseCluster:
+    """Choose where the leader Lease lives: `leader_election_region`, else the
+    cluster of `lease_kubeconfig`/`lease_context`, else the in-cluster API server
+    when `environ` (default `os.environ`) shows a pod, else the first region."""
+    settings = config.scheduler
+    environ = os.environ if environ is None else environ
+    if settings.leader_election_region is not None:
+        return LeaseCluster("leader_election_region", region=settings.leader_election_region)
+    if settings.lease_kubeconfig is not None or settings.lease_context is not None:
+        spec = RegionSpec(name=LEASE_CONNECTION_NAME, kubeconfig=settings.lease_kubeconfig, context=settings.lease_context)
+        return LeaseCluster("lease_kubeconfig/lease_context", connection=spec)
+    if environ.get(IN_CLUSTER_HOST_VARIABLE):
+        # A RegionSpec without kubeconfig and context makes `connect` use in-cluster config.
+        return LeaseCluster("in-cluster", connection=RegionSpec(name=LEASE_CONNECTION_NAME))
+    return LeaseCluster(FIRST_REGION, region=config.regions[0].name)
+
+
 class Daemon:
     def __init__(self, config: Config, *, metrics_port: int | None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -87,6 +133,8 @@ class Daemon:
         self.stop = asyncio.Event()
         self.scheduler: Scheduler | None = None
         self.elector: LeaderElector | None = None
+        # The connection to a Lease cluster outside the regions, closed on shutdown.
+        self.lease_client: KubeClient | None = None
         # True once the caches synced and the campaign (or, without leader
         # election, the loop) started; a standby is ready too.
         self.started = False
@@ -99,6 +147,8 @@ class Daemon:
         background: list[asyncio.Task] = []
         try:
             await self._connect()
+            # Opened before the caches sync, so a wrong lease_kubeconfig fails at once.
+            lease_client = await self._lease_client() if self.config.scheduler.leader_election else None
             self.scheduler = self._new_scheduler()
             for runtime in self.regions.values():
                 runtime.cache.add_listener(self._on_cache_event)
@@ -112,8 +162,8 @@ class Daemon:
 
             await self._wait_for_sync()
             elector_task = None
-            if self.config.scheduler.leader_election:
-                self.elector = self._new_elector()
+            if lease_client is not None:
+                self.elector = self._new_elector(lease_client)
                 elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
                 background.append(elector_task)
             leading_task = asyncio.create_task(self._schedule_while_leading(), name="leading")
@@ -140,17 +190,18 @@ class Daemon:
                 await source.aclose()
             for runtime in self.regions.values():
                 await runtime.client.close()
+            if self.lease_client is not None:
+                await self.lease_client.close()
             log.info("daemon_stopped")
 
     def _new_scheduler(self) -> Scheduler:
         queue = SchedulingQueue(clock=self.clock)
         return Scheduler(self.config, self.regions, queue, metrics=self.metrics, clock=self.clock)
 
-    def _new_elector(self) -> LeaderElector:
+    def _new_elector(self, client: KubeClient) -> LeaderElector:
         settings = self.config.scheduler
-        region = settings.leader_election_region or self.config.regions[0].name
         return LeaderElector(
-            self.regions[region].client,
+            client,
             namespace=settings.lease_namespace,
             name=settings.lease_name,
             identity=default_identity(),
@@ -159,6 +210,38 @@ class Daemon:
             retry_seconds=settings.lease_retry_seconds,
             clock=self.clock,
         )
+
+    async def _lease_client(self) -> KubeClient:
+        """Return the client of the cluster that holds the Lease, and open a
+        connection of its own when that cluster is not a scheduled region's."""
+        cluster = choose_lease_cluster(self.config)
+        if cluster.connection is None:
+            assert cluster.region is not None
+            if cluster.chosen_by == FIRST_REGION:
+                log.warning(
+                    "leader_lease_in_first_region",
+                    region=cluster.region,
+                    consequence=f"while the API server of {cluster.region} is down, no replica schedules in any region",
+                    fix="set lease_kubeconfig and lease_context in [scheduler] to a cluster outside the regions, "
+                    "such as the management cluster, or run the daemon in a pod so that its own cluster holds the Lease",
+                )
+            else:
+                log.info("leader_lease_cluster", chosen_by=cluster.chosen_by, region=cluster.region)
+            return self.regions[cluster.region].client
+        try:
+            self.lease_client = await connect(cluster.connection)
+        except ClusterConfigError as error:
+            raise ClusterConfigError(
+                f"the cluster of the leader Lease (chosen by {cluster.chosen_by}) cannot be used: {error}",
+                region=LEASE_CONNECTION_NAME,
+            ) from error
+        log.info(
+            "leader_lease_cluster",
+            chosen_by=cluster.chosen_by,
+            kubeconfig=cluster.connection.kubeconfig,
+            context=cluster.connection.context,
+        )
+        return self.lease_client
 
     def _on_cache_event(self, region: str, kind: str, event_type: str, obj: dict) -> None:
         # Every replica keeps placement state and a queue current, so a new leader

@@ -25,6 +25,11 @@ other replica can see the Lease as expired, so two replicas never lead at once
 while the clocks agree. A leader that finds another holder in the Lease stops at
 once. `release()` empties `holderIdentity` on shutdown, so a standby takes over
 at its next attempt instead of after the Lease expires.
+
+The elector takes any `KubeClient`, and `daemon.app.choose_lease_cluster` picks
+the cluster. While the Lease's API server is down no replica can lead, so no
+region is scheduled. A Lease in the management cluster, outside the scheduled
+regions, therefore keeps scheduling going while any one region is down.
 """
 
 from __future__ import annotations
