@@ -42,7 +42,7 @@ import structlog
 from carbon_scheduler.carbon.errors import SourceError
 from carbon_scheduler.carbon.factory import make_source
 from carbon_scheduler.carbon.source import CarbonSource
-from carbon_scheduler.config.types import CarbonSourceKind, Config, RegionSpec
+from carbon_scheduler.config.types import Config, RegionSpec
 from carbon_scheduler.daemon.cache import ClusterCache
 from carbon_scheduler.daemon.carbon_feed import MAX_HISTORY_STEPS, CarbonFeed, wall_step_seconds
 from carbon_scheduler.daemon.connections import ClusterConfigError, connect
@@ -73,17 +73,11 @@ class _Clock:
         return self._clock()
 
 
-def _wall_step_seconds(region: RegionSpec) -> float:
-    carbon = region.carbon
-    if carbon is not None and carbon.kind is CarbonSourceKind.REPLAY and carbon.seconds_per_hour:
-        return float(carbon.seconds_per_hour)
-    return 3600.0
-
-
 def _poll_seconds(region: RegionSpec) -> float:
-    """How often to ask the source: four times per step, at most once a minute for
-    live providers (their own caches keep repeated calls cheap)."""
-    return max(0.05, min(_wall_step_seconds(region) / 4, 60.0))
+    """Seconds between polls of the source: a quarter of a step, and never more than
+    a minute, so a new hourly value shows within a minute. Live providers' own
+    caches keep the repeated calls cheap."""
+    return max(0.05, min(wall_step_seconds(region) / 4, 60.0))
 
 
 # Kubernetes sets this variable in every container, so its presence means the
@@ -303,7 +297,7 @@ class Daemon:
             feed = CarbonFeed(
                 spec,
                 forecaster,
-                wall_step_seconds=_wall_step_seconds(spec),
+                wall_step_seconds=wall_step_seconds(spec),
                 horizon_hours=self.config.scheduler.planning_horizon_hours,
                 clock=self.clock,
             )

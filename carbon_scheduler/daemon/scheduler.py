@@ -157,7 +157,7 @@ class Scheduler:
         self.ledger.set_capacity(runtime.name, region_capacity(runtime.spec.max_pods, nodes))
 
     def on_carbon_step(self, region: str) -> None:
-        """A region's feed started a new step: deferred pods plan again."""
+        """Wake every deferred pod to plan again, because a region's feed started a new step."""
         self.queue.wake_deferred()
 
     # The loop ----------------------------------------------------------------------
@@ -243,7 +243,7 @@ class Scheduler:
         if isinstance(decision, Bind):
             outcome = "bind" if decision.region == region_name else "move"
             self.metrics.decisions.labels(task.task_class.value, outcome).inc()
-            # The queue forgets the pod now; a failed call puts it back with backoff.
+            # The queue drops the pod now, and a failed call puts it back with backoff.
             self.queue.remove(key)
             self._assume(home, pod, task, decision, now)
             target = self.regions[decision.region]
@@ -430,8 +430,8 @@ class Scheduler:
         return False
 
     async def _job_may_move(self, home: RegionRuntime, pod: dict, job: tuple[str, str]) -> bool:
-        """A Job may move unless a controller (a CronJob, say) owns it, because that
-        controller would not know the copy."""
+        """Return whether the pod's Job may move: not when a controller (a CronJob, say)
+        owns the Job, because that controller would not know the copy."""
         try:
             body = await home.client.get_job(pod["metadata"]["namespace"], job[0])
         except KubeError as error:
@@ -546,8 +546,8 @@ class Scheduler:
 
 
 def _placeholder(pod: dict) -> dict:
-    """The pod under a stand-in uid, counted in the target region while its copy is
-    being created there."""
+    """Return the pod under a stand-in uid, counted in the target region while its
+    copy is being created there."""
     return {**pod, "metadata": {**pod["metadata"], "uid": f"moving-{pod['metadata']['uid']}"}}
 
 

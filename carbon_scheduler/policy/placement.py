@@ -10,7 +10,7 @@ in kube-scheduler's default scoring, which spreads load.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from carbon_scheduler.config.types import RegionSpec
@@ -145,8 +145,3 @@ def first_fit(task: Task, ranked: Sequence[RegionView]) -> tuple[RegionView | No
             return region, choice, reasons
         reasons[region.name] = choice.reasons
     return None, NodeChoice(None), reasons
-
-
-def power_by_region(task: Task, regions: Mapping[str, RegionSpec]) -> dict[str, float]:
-    """The task's facility power in kW in every region."""
-    return {name: facility_power_kw(task.requirements.request, spec) for name, spec in regions.items()}
