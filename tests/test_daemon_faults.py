@@ -459,7 +459,12 @@ async def test_lease_in_first_region_down_stops_all_scheduling(
     eu = clusters["eu-west"]
     us = clusters["us-east"]
     try:
-        assert eu.find("leases", "carbon-scheduler") is not None
+        # Readiness does not wait for the election, so give it its own moment.
+        await wait_until(
+            lambda: eu.find("leases", "carbon-scheduler") is not None,
+            timeout=10,
+            what="the Lease created in eu-west, the first region",
+        )
         assert "leader_lease_in_first_region" in daemon.log.read_text()
         await eu.stop()
         await wait_metric(daemon, "eu-west", 0.0, timeout=10)

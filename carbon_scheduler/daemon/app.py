@@ -48,7 +48,7 @@ from carbon_scheduler.daemon.carbon_feed import MAX_HISTORY_STEPS, CarbonFeed, w
 from carbon_scheduler.daemon.connections import ClusterConfigError, connect
 from carbon_scheduler.daemon.kubeapi import KubeClient, KubeError
 from carbon_scheduler.daemon.leader import LeaderElector, default_identity
-from carbon_scheduler.daemon.metrics import DaemonMetrics
+from carbon_scheduler.telemetry.metrics import SchedulerMetrics
 from carbon_scheduler.daemon.queue import SchedulingQueue
 from carbon_scheduler.daemon.runtime import RegionRuntime
 from carbon_scheduler.daemon.scheduler import Scheduler
@@ -121,7 +121,7 @@ class Daemon:
         self.config = config
         self.metrics_port = metrics_port
         self.clock = clock
-        self.metrics = DaemonMetrics()
+        self.metrics = SchedulerMetrics()
         self.regions: dict[str, RegionRuntime] = {}
         self.sources: dict[str, CarbonSource] = {}
         self.stop = asyncio.Event()
@@ -308,7 +308,8 @@ class Daemon:
     async def _wait_for_sync(self) -> None:
         waits = [runtime.cache.synced.wait() for runtime in self.regions.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), SYNC_TIMEOUT_SECONDS)
+            async with asyncio.timeout(SYNC_TIMEOUT_SECONDS):
+                await asyncio.gather(*waits)
         except TimeoutError:
             down = [name for name, runtime in self.regions.items() if not runtime.cache.synced.is_set()]
             log.warning("regions_not_synced", regions=down, timeout_seconds=SYNC_TIMEOUT_SECONDS)

@@ -267,7 +267,10 @@ class LeaderElector:
                     return
                 try:
                     # A hanging request must not keep this replica leading past the deadline.
-                    renewed = await asyncio.wait_for(self.try_acquire_or_renew(), remaining)
+                    # asyncio.timeout, unlike wait_for on Python 3.11, never loses a
+                    # cancellation that arrives as the request completes.
+                    async with asyncio.timeout(remaining):
+                        renewed = await self.try_acquire_or_renew()
                 except TimeoutError:
                     renewed = False
                 if renewed:

@@ -37,7 +37,7 @@ from carbon_scheduler.config.types import Config
 from carbon_scheduler.daemon import explain
 from carbon_scheduler.daemon.carbon_feed import wall_step_seconds
 from carbon_scheduler.daemon.kubeapi import Conflict, KubeError, NotFound
-from carbon_scheduler.daemon.metrics import DaemonMetrics
+from carbon_scheduler.telemetry.metrics import SchedulerMetrics
 from carbon_scheduler.daemon.moves import (
     controller_kind,
     copy_for_target,
@@ -73,7 +73,7 @@ class Scheduler:
         regions: dict[str, RegionRuntime],
         queue: SchedulingQueue,
         *,
-        metrics: DaemonMetrics,
+        metrics: SchedulerMetrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config

@@ -1,0 +1,1 @@
+"""Metrics shared by the daemon and the replay simulator."""
