@@ -4,10 +4,14 @@ a command of its own."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,8 +19,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from carbon_scheduler import __version__
 from carbon_scheduler.logs import configure_logging
 
+if TYPE_CHECKING:
+    # The commands import their modules when they run, so `--help` stays fast.
+    from carbon_scheduler.replay.metrics_server import MetricsServer
+    from carbon_scheduler.replay.streaming import StreamedReplay
+    from carbon_scheduler.store.base import Store
+
 DEFAULT_OUT = Path("replay-out")
 EXIT_INPUT_ERROR = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+# Simulated seconds per real second of `replay --serve-metrics`: a day per minute.
+DEFAULT_SPEED = 1440.0
+INFLUX_USERNAME_VARIABLE = "CARBON_SCHEDULER_INFLUX_USERNAME"
+INFLUX_PASSWORD_VARIABLE = "CARBON_SCHEDULER_INFLUX_PASSWORD"
+INFLUX_TOKEN_VARIABLE = "CARBON_SCHEDULER_INFLUX_TOKEN"
 
 
 def default_regions_path() -> Path:
@@ -51,14 +68,75 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks-per-hour", type=float, help="mean arrivals per hour of the generated workload (default: the generator's)"
     )
-    parser.add_argument("--regions", type=Path, help="regions config (default: ./regions.toml, else the bundled demo)")
+    parser.add_argument("--regions", "--config", dest="regions", type=Path, help="regions config (default: ./regions.toml, else the bundled demo)")
     parser.add_argument("--forecaster", help="forecaster for window planning (default: the config's)")
     parser.add_argument("--expected", type=Path, help="JSON of expected shares: {class: {region: share}}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default replay-out/)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--dashboard-png",
+        type=Path,
+        metavar="PATH",
+        help="also draw the Grafana dashboard panels from this replay into one PNG at PATH",
+    )
     parser.add_argument("--quiet", action="store_true", help="print no progress bar")
     parser.add_argument(
         "--jobs", type=_positive_int, help="worker processes for the three policies (default: one per policy and core)"
+    )
+    _add_live_arguments(parser)
+
+
+def _add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    live = parser.add_argument_group(
+        "live output",
+        "Show the replay on the dashboards: Prometheus metrics as the simulated clock advances, "
+        "and the history (intensity, forecasts, task emissions) in InfluxDB.",
+    )
+    live.add_argument(
+        "--serve-metrics",
+        type=_port,
+        metavar="PORT",
+        help="serve the daemon's Prometheus metrics at http://ADDRESS:PORT/metrics while the simulated clock "
+        "advances at --speed; when the replay ends, the final values stay served until Ctrl-C or SIGTERM",
+    )
+    live.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address that --serve-metrics listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    live.add_argument(
+        "--speed",
+        type=_positive_float,
+        metavar="S",
+        help=f"with --serve-metrics, simulated seconds per real second (default {DEFAULT_SPEED:g}: "
+        "one simulated day per real minute)",
+    )
+    live.add_argument(
+        "--influx",
+        metavar="URL",
+        help="write trace samples, the forecasts planned on and per-task emissions to the InfluxDB server "
+        "at URL, such as http://127.0.0.1:8086",
+    )
+    live.add_argument(
+        "--influx-database",
+        metavar="NAME",
+        help="InfluxDB database, created when missing (default carbon)",
+    )
+    live.add_argument(
+        "--influx-username",
+        metavar="NAME",
+        help=f"InfluxDB 1.x user (default: ${INFLUX_USERNAME_VARIABLE})",
+    )
+    live.add_argument(
+        "--influx-password",
+        metavar="SECRET",
+        help=f"InfluxDB 1.x password (default: ${INFLUX_PASSWORD_VARIABLE}, which other users cannot see in ps)",
+    )
+    live.add_argument(
+        "--influx-token",
+        metavar="SECRET",
+        help=f"InfluxDB 2.x/3.x API token (default: ${INFLUX_TOKEN_VARIABLE}, which other users cannot see in ps)",
     )
 
 
@@ -69,6 +147,26 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {number}")
+    return number
+
+
+def _port(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {number}")
+    return number
+
+
+def _positive_float(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return number
 
 
@@ -161,12 +259,14 @@ def run_replay_command(args: argparse.Namespace) -> int:
     from carbon_scheduler.replay.table import print_report
     from carbon_scheduler.replay.taskcsv import write_tasks_csv
     from carbon_scheduler.replay.workload import WorkloadError
+    from carbon_scheduler.store.errors import StoreError
 
     console = Console()
     errors = Console(stderr=True)
     try:
         days = _days(args.days)
         zone_map = _zone_map(args.zone)
+        _check_live_arguments(args)
         args.out.mkdir(parents=True, exist_ok=True)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -186,8 +286,17 @@ def run_replay_command(args: argparse.Namespace) -> int:
     )
     try:
         config = load_config(args.regions or default_regions_path())
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    try:
+        live = LiveOutput.open(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    try:
         if args.quiet:
-            result = replay(options, config, jobs=args.jobs)
+            result = replay(options, config, jobs=args.jobs, stream=live.stream)
         else:
             with _progress_bar(errors) as bar:
                 bars: dict[str, int] = {}
@@ -197,11 +306,20 @@ def run_replay_command(args: argparse.Namespace) -> int:
                         bars[policy] = bar.add_task(f"replay: {policy}", total=None)
                     bar.advance(bars[policy], count)
 
-                result = replay(options, config, jobs=args.jobs, progress=advance)
+                result = replay(options, config, jobs=args.jobs, progress=advance, stream=live.stream)
     except (ConfigError, TraceError, WorkloadError, ReplayInputError, ValueError, OSError) as error:
         # Plain print: an error must stay on one line whatever the terminal width.
+        live.close()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except StoreError as error:
+        live.close()
+        print(f"error: writing the replay's history to InfluxDB failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        live.close()
+        print("replay interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     summary = summarize(result)
     try:
@@ -211,11 +329,129 @@ def run_replay_command(args: argparse.Namespace) -> int:
         if not args.no_plots:
             written += write_plots(result, args.out)
     except OSError as error:
+        live.close()
         print(f"error: cannot write the results to {args.out}: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    if args.dashboard_png is not None:
+        from carbon_scheduler.replay.dashboard_preview import write_dashboard_preview
+
+        try:
+            written.append(write_dashboard_preview(result, args.dashboard_png))
+        except OSError as error:
+            live.close()
+            print(f"error: writing the dashboard PNG {args.dashboard_png} failed: {error}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
     print_report(summary, console)
     console.print("wrote " + ", ".join(str(path) for path in written), markup=False, highlight=False)
+    if live.server is not None:
+        live.serve_until_stopped()
+    live.close()
     return 0
+
+
+def _check_live_arguments(args: argparse.Namespace) -> None:
+    if args.speed is not None and args.serve_metrics is None:
+        raise ValueError("--speed paces --serve-metrics; add --serve-metrics PORT or drop --speed")
+    influx_options = [
+        name
+        for name, value in (
+            ("--influx-database", args.influx_database),
+            ("--influx-username", args.influx_username),
+            ("--influx-password", args.influx_password),
+            ("--influx-token", args.influx_token),
+        )
+        if value is not None
+    ]
+    if influx_options and args.influx is None:
+        raise ValueError(f"{', '.join(influx_options)} apply to --influx URL; add --influx or drop them")
+
+
+def influx_credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Return username, password and token for `--influx`: each option, else its
+    environment variable, else None. An empty variable counts as unset."""
+    return {
+        "username": args.influx_username or environ.get(INFLUX_USERNAME_VARIABLE) or None,
+        "password": args.influx_password or environ.get(INFLUX_PASSWORD_VARIABLE) or None,
+        "token": args.influx_token or environ.get(INFLUX_TOKEN_VARIABLE) or None,
+    }
+
+
+class LiveOutput:
+    """The metrics server and the InfluxDB store of one replay, and the stream that feeds them."""
+
+    def __init__(self) -> None:
+        self.stream: StreamedReplay | None = None
+        self.server: MetricsServer | None = None
+        self.store: Store | None = None
+        self._previous_sigterm: Callable[[int, FrameType | None], Any] | int | None = None
+
+    @classmethod
+    def open(cls, args: argparse.Namespace) -> LiveOutput:
+        """Bind the metrics port and open the store that the arguments ask for."""
+        live = cls()
+        if args.serve_metrics is None and args.influx is None:
+            return live
+
+        import threading
+
+        from carbon_scheduler.replay.streaming import StreamedReplay
+
+        metrics = None
+        lock = threading.Lock()
+        try:
+            if args.influx is not None:
+                from carbon_scheduler.store.opening import open_store
+
+                credentials = influx_credentials(args, os.environ)
+                live.store = open_store(args.influx, database=args.influx_database, **credentials)
+            if args.serve_metrics is not None:
+                from carbon_scheduler.replay.metrics_server import MetricsServer
+                from carbon_scheduler.telemetry.metrics import SchedulerMetrics
+
+                metrics = SchedulerMetrics()
+                try:
+                    live.server = MetricsServer(
+                        metrics.registry, lock, address=args.metrics_address, port=args.serve_metrics
+                    )
+                except OSError as error:
+                    raise OSError(
+                        f"cannot serve metrics on {args.metrics_address}:{args.serve_metrics}: "
+                        f"{error.strerror or error}; choose another --serve-metrics port or --metrics-address"
+                    ) from error
+                live.server.start()
+                # SIGTERM ends the run as Ctrl-C does, so `kill` stops a demo cleanly.
+                live._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+                print(f"serving metrics at {live.server.url}", flush=True)
+        except BaseException:
+            live.close()
+            raise
+        speed = None if args.serve_metrics is None else (args.speed or DEFAULT_SPEED)
+        live.stream = StreamedReplay(speed=speed, metrics=metrics, lock=lock, store=live.store)
+        return live
+
+    def serve_until_stopped(self) -> None:
+        """Keep serving the final metrics until Ctrl-C or SIGTERM."""
+        assert self.server is not None
+        try:
+            print(f"replay finished; serving the final metrics at {self.server.url} until Ctrl-C or SIGTERM", flush=True)
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+    def close(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _progress_bar(console: Console) -> Progress:

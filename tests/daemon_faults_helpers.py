@@ -10,7 +10,6 @@ a sample of them.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 from collections.abc import Iterable

@@ -274,3 +274,21 @@ def test_seed_changes_workload(tmp_path) -> None:
     assert json.loads(summaries["first"])["seed"] == 2
     assert json.loads(summaries["other"])["seed"] == 3
     assert tasks["other"] != tasks["first"]
+
+
+def test_provider_forecaster_falls_back(tmp_path) -> None:
+    """A config that plans on provider forecasts replays on the daemon's fallback
+    model, because a recorded trace carries no provider forecast."""
+    config = tmp_path / "regions.toml"
+    text = (REPO / "regions.toml").read_text(encoding="utf-8")
+    assert 'forecaster = "profile-ar-blend"' in text
+    config.write_text(text.replace('forecaster = "profile-ar-blend"', 'forecaster = "provider"'), encoding="utf-8")
+    out = tmp_path / "out"
+
+    result = run_replay(
+        REPO / "traces/demo.csv", "--config", config, "--days", "2", "--out", out, "--quiet", "--no-plots"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert read_summary(out)["forecaster"] == "profile-ar-blend"
+    assert "replay_provider_forecast_unavailable" in result.stdout + result.stderr

@@ -475,7 +475,7 @@ BROKEN = [
         """,
         [
             "regions.toml:1: region: unknown key (did you mean regions?); "
-            "allowed: regions, scheduler"
+            "allowed: regions, scheduler, store"
         ],
         id="top-level-typo",
     ),
@@ -1092,7 +1092,8 @@ BROKEN = [
             "regions.toml:3: regions.eu-west.carbon.intensity_g_per_kwh: must be a number >= 0, "
             "got -1",
             'regions.toml:4: regions.eu-west.carbon.seconds_per_hour: unknown key (only with '
-            'source = "replay"); allowed: source, intensity_g_per_kwh',
+            'source = "replay"); allowed: source, intensity_g_per_kwh, stale_after_seconds, '
+            "poll_interval_seconds",
         ],
         id="carbon-static",
     ),
@@ -1187,7 +1188,7 @@ BROKEN = [
             "regions.toml:6: regions.eu-west.carbon.horizon_hours: must be at most 72, the longest "
             "WattTime forecast, got 80",
             'regions.toml:7: regions.eu-west.carbon.zone: unknown key (only with source = '
-            '"electricitymaps"); allowed: source, region, signal_type, horizon_hours, username, username_env, username_file, password_env, password_file, base_url, timeout_seconds, max_attempts, backoff_initial_seconds, backoff_max_seconds, retry_after_max_seconds, cache_ttl_seconds',
+            '"electricitymaps"); allowed: source, region, signal_type, horizon_hours, username, username_env, username_file, password_env, password_file, base_url, timeout_seconds, max_attempts, backoff_initial_seconds, backoff_max_seconds, retry_after_max_seconds, cache_ttl_seconds, stale_after_seconds, poll_interval_seconds',
             "regions.toml:8: regions.eu-west.carbon.max_attempts: must be a positive integer, got 0",
         ],
         id="carbon-watttime-bad-values",
@@ -1222,7 +1223,7 @@ BROKEN = [
             "regions.toml:4: regions.eu-west.carbon.timeout_second: unknown key (did you mean "
             "timeout_seconds?); allowed: source, region_id, base_url, timeout_seconds, "
             "max_attempts, backoff_initial_seconds, backoff_max_seconds, "
-            "retry_after_max_seconds, cache_ttl_seconds",
+            "retry_after_max_seconds, cache_ttl_seconds, stale_after_seconds, poll_interval_seconds",
             "regions.toml:5: regions.eu-west.carbon.cache_ttl_seconds: must be a number >= 0, "
             "got -1",
         ],
@@ -1238,7 +1239,7 @@ BROKEN = [
             'regions.toml:3: regions.eu-west.carbon.zone: unknown key (only with source = '
             '"electricitymaps"); allowed: source, region_id, base_url, timeout_seconds, '
             "max_attempts, backoff_initial_seconds, backoff_max_seconds, "
-            "retry_after_max_seconds, cache_ttl_seconds",
+            "retry_after_max_seconds, cache_ttl_seconds, stale_after_seconds, poll_interval_seconds",
         ],
         id="carbon-ukcarbon-foreign-key",
     ),
@@ -1252,7 +1253,7 @@ BROKEN = [
         [
             'regions.toml:4: regions.eu-west.carbon.timeout_seconds: unknown key (only with '
             'source = "electricitymaps", "watttime" or "ukcarbon"); allowed: source, '
-            "intensity_g_per_kwh",
+            "intensity_g_per_kwh, stale_after_seconds, poll_interval_seconds",
         ],
         id="carbon-static-http-key",
     ),
@@ -1719,3 +1720,10 @@ def test_error_line_points_at_key(bad, layout, padding, before):
     (issue,) = caught.value.issues
     assert issue.path == "regions.eu-west.max_pods"
     assert "max_pods" in text.split("\n")[issue.line - 1]
+
+
+def test_bundled_regions_match_repository() -> None:
+    """The copy shipped in the package is the repository's regions.toml."""
+    repo = Path(__file__).resolve().parents[1]
+    bundled = repo / "carbon_scheduler" / "data" / "regions.toml"
+    assert bundled.read_bytes() == (repo / "regions.toml").read_bytes()

@@ -28,6 +28,19 @@ def bound_pods(server, *, ours: bool = True) -> list[dict]:
     ]
 
 
+async def wait_until_metric(daemon: Daemon, series: str, timeout: float = 10.0) -> str:
+    """Wait until /metrics shows `series` with a non-zero value; return the line."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        _, text = await daemon.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith(series + " ") and float(line.rsplit(" ", 1)[1]) != 0:
+                return line
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"/metrics showed no non-zero {series} within {timeout} s")
+        await asyncio.sleep(0.2)
+
+
 def events_for(server, name: str) -> list[dict]:
     return [event for event in server.list("events", namespace=None) if event["involvedObject"]["name"] == name]
 
@@ -38,6 +51,13 @@ async def test_daemon_ready_and_metrics(daemon: Daemon):
     status, text = await daemon.get("/metrics")
     assert status == 200
     assert 'carbon_scheduler_region_up{region="eu-west"}' in text or "carbon_scheduler_decisions" in text
+    # Primed at start, so the error and restart panels show zero instead of no data.
+    assert 'carbon_scheduler_binding_errors_total{reason="conflict",region="us-east"} 0.0' in text
+    assert 'carbon_scheduler_api_errors_total{reason="unreachable",region="asia-east"} 0.0' in text
+    assert 'carbon_scheduler_watch_restarts_total{region="eu-west",resource="pods"}' in text
+    assert 'carbon_scheduler_pods_scheduled_total{decision="move",region="eu-west",task_class="deferrable"} 0.0' in text
+    # The static source's first sample makes the feed issue a forecast.
+    await wait_until_metric(daemon, 'carbon_scheduler_carbon_forecast_grams_per_kilowatt_hour{horizon_hours="24",region="eu-west"}')
 
 
 async def test_critical_moves_to_greenest_region(daemon: Daemon, clusters: FakeRegions):
@@ -62,6 +82,9 @@ async def test_standard_binds_in_home_greenest(daemon: Daemon, clusters: FakeReg
                      what="Scheduled event")
     await wait_until(lambda: "carbon-scheduler.io/decision" in (clusters["eu-west"].get("pods", "web-1")["metadata"].get("annotations") or {}),
                      what="decision annotation")
+    _, text = await daemon.get("/metrics")
+    assert 'carbon_scheduler_pod_wait_seconds_count{task_class="standard"} 1.0' in text
+    assert 'carbon_scheduler_pods_scheduled_total{decision="bind",region="eu-west",task_class="standard"} 1.0' in text
 
 
 async def test_pod_cap_holds_under_burst(daemon: Daemon, clusters: FakeRegions):

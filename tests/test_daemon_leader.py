@@ -320,7 +320,7 @@ async def test_api_errors_count_as_a_failed_attempt(server, clients):
 
 async def wait_for_event(event: asyncio.Event, what: str) -> None:
     try:
-        await asyncio.wait_for(event.wait(), 5)
+        await asyncio.wait_for(event.wait(), 20)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 
@@ -332,7 +332,7 @@ async def test_leader_renews_every_renew_interval(server, clients):
     task = asyncio.create_task(a.run())
     try:
         await wait_for_event(a.elected, "election")
-        await wait_until(lambda: clock.now >= START + 5 * RENEW, timeout=5, what="five renew intervals")
+        await wait_until(lambda: clock.now >= START + 5 * RENEW, timeout=20, what="five renew intervals")
         assert a.is_leader
         spec = lease_spec(server)
         assert spec["holderIdentity"] == "replica-a"
@@ -510,7 +510,7 @@ async def test_two_daemons_one_leader_and_takeovers(tmp_path: Path, clusters: Fa
     try:
         a = await start_replica(tmp_path / "a", clusters, "replica-a")
         daemons.append(a)
-        await wait_until(lambda: holder(clusters) == "replica-a", timeout=5, what="replica-a leading")
+        await wait_until(lambda: holder(clusters) == "replica-a", timeout=20, what="replica-a leading")
         b = await start_replica(tmp_path / "b", clusters, "replica-b")
         daemons.append(b)
         assert (await b.get("/readyz"))[0] == 200  # a standby is ready: it serves metrics
@@ -549,7 +549,7 @@ async def test_two_daemons_one_leader_and_takeovers(tmp_path: Path, clusters: Fa
         assert await leader_gauge(c) == 0.0
         stopped = asyncio.get_running_loop().time()
         b.process.send_signal(signal.SIGTERM)
-        await wait_until(lambda: holder(clusters) == "replica-c", timeout=5, what="replica-c taking over after SIGTERM")
+        await wait_until(lambda: holder(clusters) == "replica-c", timeout=20, what="replica-c taking over after SIGTERM")
         term_takeover = asyncio.get_running_loop().time() - stopped
         assert await asyncio.wait_for(b.process.wait(), 15) == 0
         assert "leader_released" in b.log.read_text()

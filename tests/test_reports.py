@@ -45,7 +45,7 @@ from carbon_scheduler.config.types import Config, EnergyModel, RegionSpec, Sched
 from carbon_scheduler.model import PodRequirements, Resources, Task, TaskClass
 from carbon_scheduler.replay.plots import (
     MAX_PLOTTED_STEPS,
-    _intensity_view,
+    intensity_view,
     plot_cumulative_emissions,
     plot_distribution,
     plot_intensity,
@@ -673,7 +673,7 @@ def long_result(days: int) -> ReplayResult:
 
 
 def test_intensity_view_short_trace_whole(result: ReplayResult) -> None:
-    view = _intensity_view(result, np.asarray(result.trace.values), result.levels)
+    view = intensity_view(result, np.asarray(result.trace.values), result.levels)
 
     assert view.first_time == START
     assert view.last_time == START + 48 * HOUR
@@ -685,7 +685,7 @@ def test_intensity_view_short_trace_whole(result: ReplayResult) -> None:
 
 def test_intensity_view_long_trace_cuts_to_workload() -> None:
     result = long_result(90)
-    view = _intensity_view(result, np.asarray(result.trace.values), result.levels)
+    view = intensity_view(result, np.asarray(result.trace.values), result.levels)
 
     # Workload: first arrival at START, last end at hour 48 (s11 under the baseline),
     # padded by a day but not before the trace start.
@@ -703,7 +703,7 @@ def test_intensity_view_bins_long_workload() -> None:
         for policy, run in result.runs.items()
     }
     result = replace(result, tasks=tasks, runs=runs)
-    view = _intensity_view(result, np.asarray(result.trace.values), result.levels)
+    view = intensity_view(result, np.asarray(result.trace.values), result.levels)
 
     # 400 days of hours is 9600 steps, so 5 steps go into each point.
     assert view.binned

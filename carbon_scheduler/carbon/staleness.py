@@ -8,6 +8,10 @@ should treat the region's intensity as unknown rather than reuse an old value.
 on /healthz): when the last poll succeeded, the last error and how many polls in
 a row have failed. It is plain mutable data; the daemon owns the instance and
 passes the time in.
+
+`StaleEpisodes` tracks when each region turns stale and recovers, so the daemon
+logs each transition once and reports a stale region to each affected pod once
+per episode instead of at every check.
 """
 
 from __future__ import annotations
@@ -96,3 +100,37 @@ class SourceHealth:
         moment = self.last_sample_time
         # A source that never returned a sample is as stale as any limit allows.
         return _older_than(moment if moment is not None else -math.inf, now, max_age_seconds)
+
+
+class StaleEpisodes:
+    """Stale and fresh transitions of regions, and the keys (such as pod uids)
+    already reported during each region's current stale episode."""
+
+    def __init__(self) -> None:
+        self._stale: dict[str, bool] = {}
+        self._reported: dict[str, set[str]] = {}
+
+    def update(self, region: str, stale: bool) -> str | None:
+        """Record the region's state; return "stale" when it turned stale (or is
+        stale at its first check), "recovered" when it turned fresh, else None."""
+        before = self._stale.get(region)
+        self._stale[region] = stale
+        if stale and not before:
+            self._reported[region] = set()
+            return "stale"
+        if not stale and before:
+            self._reported.pop(region, None)
+            return "recovered"
+        return None
+
+    def is_stale(self, region: str) -> bool:
+        return self._stale.get(region, False)
+
+    def first_report(self, region: str, key: str) -> bool:
+        """Return True the first time `key` is reported in the region's current
+        stale episode, and False afterwards or while the region is fresh."""
+        reported = self._reported.get(region)
+        if reported is None or key in reported:
+            return False
+        reported.add(key)
+        return True

@@ -15,13 +15,16 @@ Schema (every table is optional, but at least one `[regions.NAME]` is required):
     [[regions.NAME.nodes]]    name, cpu, memory, ephemeral_storage, pods, labels,
                               taints, ready, unschedulable, extended
     [regions.NAME.carbon]     source = "static" | "replay" | "scripted" |
-                              "electricitymaps" | "watttime" | "ukcarbon", and the
-                              keys of that source (CARBON_SOURCE_KEYS); any other
-                              key is an error. Keys without a CarbonSourceSpec
-                              field are validated and go to CarbonSourceSpec.options
+                              "electricitymaps" | "watttime" | "ukcarbon", the
+                              keys of that source (CARBON_SOURCE_KEYS) and the
+                              keys every source takes (CARBON_COMMON_KEYS); any
+                              other key is an error. Keys without a
+                              CarbonSourceSpec field are validated and go to
+                              CarbonSourceSpec.options
+    [store]                   the fields of StoreSettings
 
-Relative paths (`kubeconfig`, `scheduler.lease_kubeconfig`, `carbon.trace`, `carbon.schedule` and the credential
-files) are resolved against the directory of the configuration file, so a config
+Relative paths (`kubeconfig`, `scheduler.lease_kubeconfig`, `carbon.trace`, `carbon.schedule`, the credential
+files and a `store.url` that is a file) are resolved against the directory of the configuration file, so a config
 works from any working directory.
 """
 
@@ -32,12 +35,12 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from carbon_scheduler.config.errors import ConfigError, ConfigIssue
 from carbon_scheduler.config.names import (
@@ -59,12 +62,13 @@ from carbon_scheduler.config.types import (
     RegionSpec,
     RelativeLevels,
     SchedulerSettings,
+    StoreSettings,
 )
 from carbon_scheduler.model import Node, Resources, Taint, TaintEffect
 
 STRING_SOURCE = "<string>"
 
-TOP_KEYS = ("scheduler", "regions")
+TOP_KEYS = ("scheduler", "regions", "store")
 SCHEDULER_KEYS = tuple(field.name for field in fields(SchedulerSettings))
 REGION_KEYS = (
     "max_pods",
@@ -137,6 +141,15 @@ CARBON_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     CarbonSourceKind.UKCARBON.value: ("region_id", *CARBON_HTTP_KEYS),
 }
+# Keys that every carbon source takes (CarbonSourceSpec fields).
+CARBON_COMMON_KEYS = ("stale_after_seconds", "poll_interval_seconds")
+STORE_KEYS = tuple(field.name for field in fields(StoreSettings))
+# Keys of [store] that only an InfluxDB URL uses.
+STORE_INFLUX_KEYS = ("database", "username", "password_env", "password_file", "token_env", "token_file")
+STORE_URL_FORMS = (
+    'a file path ("carbon-history.db"), ":memory:", sqlite:///relative/path, '
+    "sqlite:////absolute/path or an InfluxDB URL (http://host:8086)"
+)
 EMISSION_FACTOR_TYPES = ("lifecycle", "direct")
 HISTORY_ENDPOINTS = ("past-range", "history")
 WATTTIME_SIGNAL_TYPES = ("co2_moer", "co2_aoer")
@@ -147,6 +160,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 DEFAULT_SECONDS_PER_HOUR = 3600.0
 
 _DEFAULT_SCHEDULER = SchedulerSettings()
+_DEFAULT_STORE = StoreSettings()
 _DEFAULT_LEVELS = RelativeLevels()
 _DEFAULT_ENERGY = EnergyModel()
 _DEFAULT_REGION = RegionSpec(name="default")
@@ -199,12 +213,14 @@ def parse_config(text: str, path: str = STRING_SOURCE) -> Config:
     base_dir = None if path == STRING_SOURCE else Path(path).parent
     reader = _SchemaReader(path, build_source_map(text), base_dir)
     scheduler, regions = reader.read_document(document)
+    store = reader.read_store_table(document)
     if reader.issues:
         raise ConfigError(reader.issues)
     return Config(
         scheduler=scheduler,
         regions=regions,
         path=None if path == STRING_SOURCE else path,
+        store=store,
     )
 
 
@@ -696,6 +712,28 @@ class _SchemaReader(TableReader):
         self.check_carbon_keys(table, path, source, own_keys)
 
         kind = CarbonSourceKind(source)
+        spec = self.read_source_keys(kind, table, path)
+        return replace(spec, **self.read_common_carbon_keys(table, path))
+
+    def read_common_carbon_keys(self, table: dict[str, Any], path: KeyPath) -> dict[str, float | None]:
+        """Read the staleness limit and poll interval that every source takes."""
+        stale = poll = None
+        if "stale_after_seconds" in table:
+            stale = self.number(table, path, "stale_after_seconds", default=REQUIRED, above=0.0)
+        if "poll_interval_seconds" in table:
+            poll = self.number(table, path, "poll_interval_seconds", default=REQUIRED, above=0.0)
+        # A limit at or below the poll interval would mark the region stale between
+        # two successful polls. Invalid values were reported above and read as 0.
+        if stale is not None and poll is not None and stale > 0 and poll > 0 and stale <= poll:
+            self.report(
+                path + ("stale_after_seconds",),
+                f"must be greater than poll_interval_seconds = {poll:g}, or the region "
+                "would count as stale between two successful polls",
+                got=table["stale_after_seconds"],
+            )
+        return {"stale_after_seconds": stale, "poll_interval_seconds": poll}
+
+    def read_source_keys(self, kind: CarbonSourceKind, table: dict[str, Any], path: KeyPath) -> CarbonSourceSpec:
         readers = {
             CarbonSourceKind.STATIC: self.read_static_source,
             CarbonSourceKind.REPLAY: self.read_replay_source,
@@ -711,7 +749,7 @@ class _SchemaReader(TableReader):
     ) -> None:
         """Report every key that `source` does not read; a key of another source
         says which sources take it."""
-        allowed = ("source", *own_keys)
+        allowed = ("source", *own_keys, *CARBON_COMMON_KEYS)
         owners: dict[str, list[str]] = {}
         for kind, keys in CARBON_SOURCE_KEYS.items():
             for key in keys:
@@ -942,6 +980,144 @@ class _SchemaReader(TableReader):
             )
         self.report(path + (key,), requirement, got=found)
         return None
+
+    # The [store] table.
+
+    def read_store_table(self, document: dict[str, Any]) -> StoreSettings:
+        if "store" not in document:
+            return replace(_DEFAULT_STORE, url=self.resolve_store_file(_DEFAULT_STORE.url))
+        table = self.table(document["store"], ("store",))
+        if table is None:
+            return _DEFAULT_STORE
+        return self.read_store(table)
+
+    def read_store(self, table: dict[str, Any]) -> StoreSettings:
+        path: KeyPath = ("store",)
+        self.check_keys(table, path, STORE_KEYS)
+        url = self.store_url(table, path)
+        if url is None:
+            return _DEFAULT_STORE
+        if not StoreSettings(url=url).is_influx:
+            for key in STORE_INFLUX_KEYS:
+                if key in table:
+                    self.report(
+                        path + (key,),
+                        f"applies to an InfluxDB url (http:// or https://) only, not to the SQLite "
+                        f"store {url}; remove it, or set url to an InfluxDB URL",
+                    )
+            return StoreSettings(url=url)
+
+        database = self.string(table, path, "database", default=_DEFAULT_STORE.database)
+        username = self.string(table, path, "username", default=None)
+        secrets = {name: self.store_secret(table, path, name) for name in ("password", "token")}
+        password_given = any(secrets["password"])
+        token_given = any(secrets["token"])
+        if token_given and (username is not None or password_given):
+            self.report(
+                path + ("token_env" if "token_env" in table else "token_file",),
+                "conflicts with username and password; authenticate with either a token "
+                "(InfluxDB 2.x and 3.x) or a username and password (InfluxDB 1.x)",
+            )
+        elif password_given and username is None:
+            line = self.source_map.line_of(path)
+            self.report(
+                path + ("username",),
+                f"missing username; add it to [store] (line {line}) for the password to be used",
+                line=line,
+            )
+        elif username is not None and not password_given:
+            self.report(
+                path + ("username",),
+                "needs a password: add password_env (an environment variable name) or "
+                "password_file (a file such as a mounted Secret)",
+            )
+        return StoreSettings(
+            url=url,
+            database=database or _DEFAULT_STORE.database,
+            username=username or None,
+            password_env=secrets["password"][0],
+            password_file=secrets["password"][1],
+            token_env=secrets["token"][0],
+            token_file=secrets["token"][1],
+        )
+
+    def store_secret(self, table: dict[str, Any], path: KeyPath, name: str) -> tuple[str | None, str | None]:
+        """Read the optional `NAME_env` / `NAME_file` pair of [store]; at most one may be given."""
+        env_key, file_key = f"{name}_env", f"{name}_file"
+        if env_key in table and file_key in table:
+            self.report(path + (file_key,), f"conflicts with {env_key}; give only one of them")
+        env = None
+        if env_key in table:
+            env = self.string(table, path, env_key, default=REQUIRED, check=_env_name_problem) or None
+        file = self.file_path(table, path, file_key, required=False)
+        return env, file
+
+    def store_url(self, table: dict[str, Any], path: KeyPath) -> str | None:
+        """Read `url` and return it in a form `open_store` accepts, a relative file
+        resolved against the configuration's directory; None when it is invalid."""
+        if "url" not in table:
+            return self.resolve_store_file(_DEFAULT_STORE.url)
+        found = table["url"]
+        if not isinstance(found, str) or not found.strip():
+            self.report(path + ("url",), f"must be {STORE_URL_FORMS}", got=found)
+            return None
+        text = found.strip()
+        if text == ":memory:":
+            return text
+        scheme, separator, rest = text.partition("://")
+        if not separator:
+            return self.resolve_store_file(text)
+        scheme = scheme.lower()
+        if scheme == "sqlite":
+            return self.sqlite_store_path(rest, path, found)
+        if scheme in ("http", "https"):
+            problem = _influx_url_problem(text)
+            if problem is not None:
+                self.report(path + ("url",), problem, got=found)
+                return None
+            return text
+        self.report(path + ("url",), f"unknown scheme {scheme!r}; use {STORE_URL_FORMS}", got=found)
+        return None
+
+    def sqlite_store_path(self, rest: str, path: KeyPath, found: str) -> str | None:
+        if "?" in rest or "#" in rest:
+            self.report(path + ("url",), "a sqlite: URL must not have a query string or fragment", got=found)
+            return None
+        if not rest:
+            return ":memory:"
+        if not rest.startswith("/"):
+            self.report(
+                path + ("url",),
+                "a sqlite: URL must not name a host; use sqlite:///relative/path or sqlite:////absolute/path",
+                got=found,
+            )
+            return None
+        file = unquote(rest[1:])
+        return self.resolve_store_file(file) if file else ":memory:"
+
+    def resolve_store_file(self, file: str) -> str:
+        expanded = os.path.expanduser(file)
+        if self.base_dir is not None and not os.path.isabs(expanded):
+            expanded = os.path.normpath(self.base_dir / expanded)
+        return expanded
+
+
+def _influx_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        return "has an invalid port; write it as http://host:8086"
+    if not parts.hostname:
+        return "must name a host, as in http://influxdb:8086"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "must not contain credentials; set username and password_env or password_file "
+            "in [store], so that no secret is written in this file"
+        )
+    if parts.query or parts.fragment:
+        return "must not have a query string or fragment; set the database with the database key"
+    return None
 
 
 def _env_name_problem(name: str) -> str | None:

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from carbon_scheduler.model import Node, Resources
 
 
+# The `forecaster` value that plans on each carbon source's own forecast.
+PROVIDER_FORECASTER = "provider"
+
+
 @dataclass(frozen=True, slots=True)
 class EnergyModel:
     """Power drawn by a task per requested resource, before PUE.
@@ -83,6 +87,12 @@ class CarbonSourceSpec:
     setting of a source, validated by the loader, is in `options` under its key
     in `regions.toml` (`zone`, `api_key_env`, `timeout_seconds`, ...); relative
     file paths there are already resolved.
+
+    Every source also takes `stale_after_seconds`, the data age (now minus the
+    latest sample's time) above which the region counts as stale, and
+    `poll_interval_seconds`, the time between two polls of the source. None means
+    the daemon's defaults: three source steps, and a quarter of a step but at
+    most a minute (see `daemon.carbon_feed`).
     """
 
     kind: CarbonSourceKind
@@ -90,6 +100,8 @@ class CarbonSourceSpec:
     trace: str | None = None
     seconds_per_hour: float | None = None
     options: Mapping[str, object] = field(default_factory=dict)
+    stale_after_seconds: float | None = None
+    poll_interval_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +142,10 @@ class SchedulerSettings:
       standard tasks took meanwhile. An hour kept every deadline on the demo
       workload, where ten minutes missed some.
     - `planning_horizon_hours`: how far ahead the window planner looks.
-    - `forecaster`: name of the forecaster that window planning uses.
+    - `forecaster`: name of the forecaster that window planning uses. "provider"
+      plans on each source's own forecast where it has one, and on the default
+      model forecaster for a region whose provider forecast is missing, stale or
+      shorter than the planning horizon.
     - `deferrable_headroom_pods`: pods a deferred window leaves free in every slot
       it books, for critical and standard tasks that arrive unannounced; windows
       without that headroom are used only when none with it exist.
@@ -180,13 +195,52 @@ class SchedulerSettings:
     lease_retry_seconds: float = 2.0
 
 
+DEFAULT_STORE_FILE = "carbon-history.db"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where the daemon keeps its history of samples, forecasts and emissions.
+
+    - `url`: anything `store.opening.open_store` accepts: a file path or
+      `sqlite:` URL for the embedded SQLite store, `:memory:` for a store that
+      is lost on exit, or an `http(s)://host:port` InfluxDB URL. The loader
+      resolves a relative file path against the directory of the configuration
+      file, and defaults to `carbon-history.db` there.
+    - `database`: the InfluxDB database (a bucket mapped to a database on 2.x).
+    - `username`, and the password from `password_env` (an environment variable)
+      or `password_file` (a file, such as a mounted Secret): InfluxDB 1.x
+      authentication.
+    - `token_env` or `token_file`: an InfluxDB 2.x/3.x API token, sent as
+      `Authorization: Token ...` instead of a username and password.
+
+    The loader allows the credential fields only with an InfluxDB URL and at most
+    one of each `_env`/`_file` pair. Secrets are read when the daemon starts,
+    never stored in the file.
+    """
+
+    url: str = DEFAULT_STORE_FILE
+    database: str = "carbon"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+
+    @property
+    def is_influx(self) -> bool:
+        return self.url.lower().startswith(("http://", "https://"))
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
-    """A loaded `regions.toml`: scheduler settings and the regions in file order."""
+    """A loaded `regions.toml`: scheduler settings, the regions in file order and
+    the history store."""
 
     scheduler: SchedulerSettings
     regions: tuple[RegionSpec, ...]
     path: str | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     def region(self, name: str) -> RegionSpec:
         for region in self.regions:

@@ -23,9 +23,21 @@ Leadership lost: stop taking new work, let in-flight API calls finish, cancel
 the loop, and start a fresh `Scheduler` (drained ones accept no work) for the
 next term, its queue filled from the caches.
 
+History: before the caches and pollers start, the daemon opens the store of
+`[store]` (a store that cannot be opened stops the start with exit code 2) and
+preloads each region's recent samples from it, then merges the source's own
+history in. Every sample, every forecast it plans on and every finished pod's
+emissions go to the store through a background writer (see `daemon.history`),
+so a store outage never blocks scheduling.
+
+Staleness: after every poll and once a second, `StalenessMonitor` exports each
+region's data age and stale flag, logs transitions and, on the leader, warns
+deferred pods planned in a stale region (see `daemon.staleness`).
+
 Shutdown on SIGTERM or SIGINT: stop scheduling as above, release the Lease so a
 standby takes over without waiting for it to expire, then cancel the watchers
-and pollers and close the connections.
+and pollers, write what the history writer still holds (for at most
+`STORE_FLUSH_SECONDS`), and close the store and the connections.
 """
 
 from __future__ import annotations
@@ -42,25 +54,44 @@ import structlog
 from carbon_scheduler.carbon.errors import SourceError
 from carbon_scheduler.carbon.factory import make_source
 from carbon_scheduler.carbon.source import CarbonSource
-from carbon_scheduler.config.types import Config, RegionSpec
+from carbon_scheduler.config.types import PROVIDER_FORECASTER, Config, RegionSpec, SchedulerSettings
+from carbon_scheduler.daemon.accounting import EmissionAccountant
 from carbon_scheduler.daemon.cache import ClusterCache
-from carbon_scheduler.daemon.carbon_feed import MAX_HISTORY_STEPS, CarbonFeed, wall_step_seconds
+from carbon_scheduler.daemon.carbon_feed import (
+    MAX_HISTORY_STEPS,
+    CarbonFeed,
+    poll_interval_seconds,
+    stale_limit_seconds,
+    wall_step_seconds,
+)
 from carbon_scheduler.daemon.connections import ClusterConfigError, connect
+from carbon_scheduler.daemon.history import HistoryWriter, StoreOpenError, load_recent_samples, open_history_store
 from carbon_scheduler.daemon.kubeapi import KubeClient, KubeError
 from carbon_scheduler.daemon.leader import LeaderElector, default_identity
+from carbon_scheduler.daemon.metrics_export import count_api_error, publish_forecast
 from carbon_scheduler.telemetry.metrics import SchedulerMetrics
 from carbon_scheduler.daemon.queue import SchedulingQueue
 from carbon_scheduler.daemon.runtime import RegionRuntime
 from carbon_scheduler.daemon.scheduler import Scheduler
 from carbon_scheduler.daemon.server import make_app, start_server
+from carbon_scheduler.daemon.staleness import StalenessMonitor
 from carbon_scheduler.daemon.state import RegionState
 from carbon_scheduler.forecasting import make_forecaster
 from carbon_scheduler.model import LEVEL_LABEL
+from carbon_scheduler.store.base import ForecastPoint, Store
+from carbon_scheduler.store.errors import StoreError
 
 log = structlog.get_logger(__name__)
 
 SYNC_TIMEOUT_SECONDS = 30.0
 SOURCE_RETRY_MAX_SECONDS = 60.0
+STORE_FLUSH_SECONDS = 5.0
+STALENESS_CHECK_SECONDS = 1.0
+# Emission records this far back are read at start, so pods accounted before a
+# restart are not counted again. A week covers the finished pods the caches
+# still contain, unless the cluster keeps finished pods for longer.
+ACCOUNTED_LOOKBACK_SECONDS = 7 * 86_400
+EXIT_STORE_ERROR = 2
 
 
 class _Clock:
@@ -71,13 +102,6 @@ class _Clock:
 
     def time(self) -> float:
         return self._clock()
-
-
-def _poll_seconds(region: RegionSpec) -> float:
-    """Seconds between polls of the source: a quarter of a step, and never more than
-    a minute, so a new hourly value shows within a minute. Live providers' own
-    caches keep the repeated calls cheap."""
-    return max(0.05, min(wall_step_seconds(region) / 4, 60.0))
 
 
 # Kubernetes sets this variable in every container, so its presence means the
@@ -122,6 +146,7 @@ class Daemon:
         self.metrics_port = metrics_port
         self.clock = clock
         self.metrics = SchedulerMetrics()
+        self.metrics.prime(config.region_names)
         self.regions: dict[str, RegionRuntime] = {}
         self.sources: dict[str, CarbonSource] = {}
         self.stop = asyncio.Event()
@@ -134,22 +159,43 @@ class Daemon:
         self.started = False
         self.loop_running = False
         self._labelling: set[str] = set()
+        self.store: Store | None = None
+        # (forecaster, issued_at) of the last forecast stored per region.
+        self._written_issuances: dict[str, tuple[str, int]] = {}
+        # (time, g/kWh) of the last sample stored per region.
+        self._written_samples: dict[str, tuple[int, float]] = {}
+        # Regions whose first poll of the source has ended.
+        self._polled: set[str] = set()
+        self.writer: HistoryWriter | None = None
+        self.accountant: EmissionAccountant | None = None
+        self.staleness = StalenessMonitor(self.regions, metrics=self.metrics, clock=self.clock)
 
     async def run(self) -> int:
         log.info("daemon_starting", regions=list(self.config.region_names))
         runner = None
         background: list[asyncio.Task] = []
         try:
+            try:
+                self.store = await asyncio.to_thread(open_history_store, self.config.store)
+            except StoreOpenError as error:
+                log.error("store_open_failed", error=str(error))
+                return EXIT_STORE_ERROR
+            self.writer = HistoryWriter(self.store)
+            background.append(asyncio.create_task(self.writer.run(), name="history-writer"))
             await self._connect()
+            await self._reload_history()
             # Opened before the caches sync, so a wrong lease_kubeconfig fails at once.
             lease_client = await self._lease_client() if self.config.scheduler.leader_election else None
             self.scheduler = self._new_scheduler()
             for runtime in self.regions.values():
                 runtime.cache.add_listener(self._on_cache_event)
                 runtime.cache.add_listener(self._on_node_event)
+                if self.accountant is not None:
+                    runtime.cache.add_listener(self.accountant.on_cache_event)
                 background.append(asyncio.create_task(runtime.cache.run(), name=f"cache-{runtime.name}"))
                 background.append(asyncio.create_task(self._poll_carbon(runtime), name=f"carbon-{runtime.name}"))
             background.append(asyncio.create_task(self._watch_health(), name="health"))
+            background.append(asyncio.create_task(self._watch_staleness(), name="staleness"))
             if self.metrics_port is not None:
                 runner = await start_server(make_app(self.metrics.registry, self.readiness), "0.0.0.0", self.metrics_port)
                 log.info("http_started", port=self.metrics_port)
@@ -182,6 +228,7 @@ class Daemon:
                 await runner.cleanup()
             for source in self.sources.values():
                 await source.aclose()
+            await self._close_store()
             for runtime in self.regions.values():
                 await runtime.client.close()
             if self.lease_client is not None:
@@ -271,6 +318,9 @@ class Daemon:
             self.loop_running = True
             self.metrics.leader.set(1)
             log.info("scheduling_started", leader_election=self.elector is not None)
+            if self.accountant is not None:
+                # Pods that finished while no replica led are accounted now.
+                self.accountant.scan()
             try:
                 for runtime in self.regions.values():
                     if runtime.feed.latest is not None:
@@ -291,19 +341,58 @@ class Daemon:
 
     async def _connect(self) -> None:
         source_clock = _Clock(self.clock)
+        settings = self.config.scheduler
+        use_provider = settings.forecaster == PROVIDER_FORECASTER
+        # With "provider", the model forecaster is the fallback of each region.
+        model_name = SchedulerSettings().forecaster if use_provider else settings.forecaster
         for spec in self.config.regions:
             client = await connect(spec)
-            forecaster = make_forecaster(self.config.scheduler.forecaster)
             feed = CarbonFeed(
                 spec,
-                forecaster,
+                make_forecaster(model_name),
                 wall_step_seconds=wall_step_seconds(spec),
-                horizon_hours=self.config.scheduler.planning_horizon_hours,
+                horizon_hours=settings.planning_horizon_hours,
+                stale_after_seconds=stale_limit_seconds(spec),
+                use_provider_forecast=use_provider,
                 clock=self.clock,
             )
-            cache = ClusterCache(spec.name, client, namespaces=spec.namespaces)
+            cache = ClusterCache(
+                spec.name,
+                client,
+                namespaces=spec.namespaces,
+                on_watch_restart=self._count_watch_restart,
+                on_api_error=self._count_api_error,
+            )
             self.regions[spec.name] = RegionRuntime(spec, client, cache, RegionState(spec), feed)
             self.sources[spec.name] = make_source(spec, clock=source_clock)
+        self.accountant = EmissionAccountant(
+            self.regions,
+            settings=settings,
+            metrics=self.metrics,
+            writer=self.writer,
+            leading=lambda: self.leading,
+            clock=self.clock,
+        )
+
+    async def _reload_history(self) -> None:
+        """Preload every region's recent samples from the store, and the task ids
+        whose emissions it already holds, before the caches and pollers start."""
+        if self.store is None:
+            return
+        now = int(self.clock())
+        for runtime in self.regions.values():
+            span = int(MAX_HISTORY_STEPS * wall_step_seconds(runtime.spec))
+            samples = await load_recent_samples(self.store, runtime.name, now - span, now + 1)
+            if samples:
+                runtime.feed.preload([(sample.time, sample.intensity_g_per_kwh) for sample in samples])
+                self._publish_carbon(runtime)
+        try:
+            records = await asyncio.to_thread(self.store.emissions, now - ACCOUNTED_LOOKBACK_SECONDS, now + 1)
+        except StoreError as error:
+            log.warning("store_emissions_read_failed", error=str(error))
+            return
+        if self.accountant is not None:
+            self.accountant.skip(record.task_id for record in records)
 
     async def _wait_for_sync(self) -> None:
         waits = [runtime.cache.synced.wait() for runtime in self.regions.values()]
@@ -316,7 +405,8 @@ class Daemon:
 
     async def _poll_carbon(self, runtime: RegionRuntime) -> None:
         source = self.sources[runtime.name]
-        delay = _poll_seconds(runtime.spec)
+        feed = runtime.feed
+        delay = poll_interval_seconds(runtime.spec)
         failures = 0
         await self._load_history(runtime, source)
         while True:
@@ -325,16 +415,104 @@ class Daemon:
             except SourceError as error:
                 failures += 1
                 log.warning("carbon_poll_failed", region=runtime.name, attempt=failures, error=str(error))
+                await self._check_staleness(runtime)
                 await asyncio.sleep(min(delay * 2**failures, SOURCE_RETRY_MAX_SECONDS))
                 continue
             failures = 0
-            if runtime.feed.record(sample.time, sample.intensity_g_per_kwh):
-                self.metrics.intensity.labels(runtime.name).set(sample.intensity_g_per_kwh)
-                self.metrics.level.labels(runtime.name).set(int(runtime.feed.level))
+            # A source repeats the value of the current step at every poll; the
+            # store needs it again only when the provider revised it.
+            written = (sample.time, sample.intensity_g_per_kwh)
+            if self.writer is not None and self._written_samples.get(runtime.name) != written:
+                self._written_samples[runtime.name] = written
+                self.writer.add([sample])
+            new_step = not feed.times or sample.time > feed.times[-1]
+            if new_step and feed.use_provider_forecast:
+                await self._fetch_provider_forecast(runtime, source)
+            if feed.record(sample.time, sample.intensity_g_per_kwh):
+                self._write_issuance(runtime)
+                self._publish_carbon(runtime)
                 await self._label_nodes(runtime)
                 if self.scheduler is not None:
                     self.scheduler.on_carbon_step(runtime.name)
+            await self._check_staleness(runtime)
             await asyncio.sleep(delay)
+
+    async def _fetch_provider_forecast(self, runtime: RegionRuntime, source: CarbonSource) -> None:
+        """Give the feed the source's current forecast. On failure the feed keeps
+        the previous one, which it stops using once it is stale."""
+        try:
+            points = await source.forecast()
+        except SourceError as error:
+            log.warning("provider_forecast_failed", region=runtime.name, error=str(error))
+            return
+        runtime.feed.set_provider_forecast(points)
+
+    def _write_issuance(self, runtime: RegionRuntime) -> None:
+        """Store the forecast the feed now plans on, once per issuance."""
+        issuance = runtime.feed.issuance
+        if self.writer is None or issuance is None:
+            return
+        if self._written_issuances.get(runtime.name) == (issuance.forecaster, issuance.issued_at):
+            return
+        self._written_issuances[runtime.name] = (issuance.forecaster, issuance.issued_at)
+        self.writer.add(
+            ForecastPoint(runtime.name, issuance.issued_at, time, value, issuance.forecaster)
+            for time, value in issuance.points
+        )
+
+    def _publish_carbon(self, runtime: RegionRuntime) -> None:
+        intensity = runtime.feed.intensity
+        latest = runtime.feed.latest
+        if intensity is not None and latest is not None:
+            self.metrics.set_intensity(runtime.name, latest.time, intensity)
+        self.metrics.level.labels(runtime.name).set(int(runtime.feed.level))
+        if runtime.feed.issuance is not None:
+            publish_forecast(
+                self.metrics,
+                runtime.name,
+                runtime.feed.issuance,
+                source_step_seconds=runtime.feed.source_step_seconds,
+            )
+
+    def _count_watch_restart(self, region: str, resource: str) -> None:
+        self.metrics.watch_restarts.labels(region, resource).inc()
+
+    def _count_api_error(self, region: str, error: KubeError) -> None:
+        count_api_error(self.metrics, region, error)
+
+    async def _check_staleness(self, runtime: RegionRuntime) -> None:
+        # Until its first poll ends, a region without data is starting, not stale.
+        self._polled.add(runtime.name)
+        if self.staleness.check(runtime):
+            # A stale region's level moved with its forecast: relabel the nodes and
+            # let deferred pods plan again.
+            await self._label_nodes(runtime)
+            if self.scheduler is not None:
+                self.scheduler.on_carbon_step(runtime.name)
+
+    async def _watch_staleness(self) -> None:
+        while True:
+            try:
+                for runtime in self.regions.values():
+                    if runtime.name in self._polled:
+                        await self._check_staleness(runtime)
+                scheduler = self.scheduler
+                if scheduler is not None and self.leading:
+                    await self.staleness.report_deferred(scheduler)
+            except Exception as error:  # a bug here must not end the checks for good
+                log.exception("staleness_check_failed", error=str(error))
+            await asyncio.sleep(STALENESS_CHECK_SECONDS)
+
+    async def _close_store(self) -> None:
+        if self.store is None:
+            return
+        if self.writer is not None:
+            await self.writer.flush(STORE_FLUSH_SECONDS)
+        try:
+            await asyncio.to_thread(self.store.close)
+        except StoreError as error:
+            log.warning("store_close_failed", error=str(error))
+        self.store = None
 
     def _on_node_event(self, region: str, kind: str, event_type: str, obj: dict) -> None:
         """Label a node that appears, or changes, without the region's current level."""
@@ -359,7 +537,14 @@ class Daemon:
         except (SourceError, ValueError) as error:
             log.warning("carbon_history_failed", region=runtime.name, error=str(error))
             return
+        if self.writer is not None:
+            self.writer.add(samples)
+        # Samples already in the feed (from the store) win over the source's for the
+        # same step, because the store is the daemon's own record of what it used.
         runtime.feed.preload([(sample.time, sample.intensity_g_per_kwh) for sample in samples])
+        if runtime.feed.latest is not None:
+            self._write_issuance(runtime)
+            self._publish_carbon(runtime)
 
     async def _label_nodes(self, runtime: RegionRuntime) -> None:
         """Publish the region's level as a node label, so `kubectl get nodes -L` shows it.
@@ -374,6 +559,7 @@ class Daemon:
             try:
                 await runtime.client.patch_node(name, {"metadata": {"labels": {LEVEL_LABEL: level}}})
             except KubeError as error:
+                count_api_error(self.metrics, runtime.name, error)
                 log.warning("label_node_failed", region=runtime.name, node=name, error=str(error))
 
     async def _watch_health(self) -> None:

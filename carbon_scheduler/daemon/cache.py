@@ -18,7 +18,10 @@ from [d/2, d], and are at least a server's Retry-After (capped at the maximum).
 `up` is False until every scope has listed, and again from any failed list or
 failed watch until that scope's next list succeeds. `synced` is set once every
 scope has listed once, and stays set. `watch_restarts` counts the watches that
-ended or failed and were opened again, for metrics.
+ended or failed and were opened again. For metrics, `on_watch_restart(region,
+resource)` is called at each restart with resource "nodes" or "pods", and
+`on_api_error(region, error)` at each failed list and each watch that failed
+with an error other than 410 Gone (an expired resourceVersion is routine).
 
 Listeners are plain functions `callback(region, kind, event_type, obj)` with
 `kind` "Node" or "Pod". They get ADDED, MODIFIED and DELETED for watch events,
@@ -74,6 +77,10 @@ DEFAULT_WATCH_TIMEOUT_SECONDS = 300
 MAX_INTERNED_CHARS = 32
 
 Listener = Callable[[str, str, str, dict], None]
+WatchRestartCallback = Callable[[str, str], None]
+ApiErrorCallback = Callable[[str, KubeError], None]
+# The `resource` of a watch restart, by kind, as the watch_restarts metric labels it.
+RESOURCES = {NODE: "nodes", POD: "pods"}
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +112,8 @@ class ClusterCache:
         backoff_max_seconds: float = 10.0,
         rng: random.Random | None = None,
         watch_timeout_seconds: int = DEFAULT_WATCH_TIMEOUT_SECONDS,
+        on_watch_restart: WatchRestartCallback | None = None,
+        on_api_error: ApiErrorCallback | None = None,
     ) -> None:
         if not 0 < backoff_initial_seconds <= backoff_max_seconds:
             raise ValueError(
@@ -129,6 +138,8 @@ class ClusterCache:
         self._watch_timeout = watch_timeout_seconds
         self._listeners: list[Listener] = []
         self._assumed: dict[str, dict] = {}
+        self._on_watch_restart = on_watch_restart
+        self._on_api_error = on_api_error
 
         namespaces = tuple(dict.fromkeys(namespaces))
         pod_scopes = (
@@ -186,6 +197,7 @@ class ClusterCache:
                     items, version = await self.client.list(scope.path)
                 except KubeError as error:
                     self._mark_down(scope, error)
+                    self._report_api_error(error)
                     attempt += 1
                     await self._back_off(scope, attempt, error, step="list")
                     continue
@@ -225,9 +237,11 @@ class ClusterCache:
                     events=events,
                 )
                 self._mark_down(scope, error)
+                self._report_api_error(error)
                 failure = error
                 version = None
             self.watch_restarts += 1
+            self._report_watch_restart(scope)
 
             if events or self._clock() - started >= self._backoff_max:
                 attempt = 0
@@ -361,6 +375,24 @@ class ClusterCache:
                     event_type=event_type,
                     listener=getattr(listener, "__qualname__", repr(listener)),
                 )
+
+    def _report_api_error(self, error: KubeError) -> None:
+        if self._on_api_error is None:
+            return
+        try:
+            self._on_api_error(self.region, error)
+        except Exception:
+            # Metrics must never stop the cache, so the failure is only logged.
+            log.exception("kube.cache.metrics_callback_failed", region=self.region, callback="on_api_error")
+
+    def _report_watch_restart(self, scope: _Scope) -> None:
+        if self._on_watch_restart is None:
+            return
+        try:
+            self._on_watch_restart(self.region, RESOURCES[scope.kind])
+        except Exception:
+            # Metrics must never stop the cache, so the failure is only logged.
+            log.exception("kube.cache.metrics_callback_failed", region=self.region, callback="on_watch_restart")
 
     def _mark_down(self, scope: _Scope, error: KubeError) -> None:
         self._down.add(scope)

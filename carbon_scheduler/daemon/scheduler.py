@@ -37,6 +37,7 @@ from carbon_scheduler.config.types import Config
 from carbon_scheduler.daemon import explain
 from carbon_scheduler.daemon.carbon_feed import wall_step_seconds
 from carbon_scheduler.daemon.kubeapi import Conflict, KubeError, NotFound
+from carbon_scheduler.daemon.metrics_export import count_api_error, count_binding_error
 from carbon_scheduler.telemetry.metrics import SchedulerMetrics
 from carbon_scheduler.daemon.moves import (
     controller_kind,
@@ -336,7 +337,7 @@ class Scheduler:
             return
         except KubeError as error:
             self._undo(home, target, pod, moving)
-            self.metrics.binding_errors.labels(target.name, type(error).__name__.lower()).inc()
+            count_binding_error(self.metrics, target.name, error)
             log.warning("bind_failed", region=target.name, pod=key, node=decision.node, error=str(error))
             self.queue.unschedulable(key)
             return
@@ -345,6 +346,9 @@ class Scheduler:
             self.metrics.binding_seconds.observe(time.perf_counter() - started)
 
         self.metrics.scheduled.labels(task.task_class.value, target.name, "move" if moving else "bind").inc()
+        created = _created(pod)
+        if created > 0:
+            self.metrics.wait_seconds.labels(task.task_class.value).observe(max(0.0, self.clock() - created))
         log.info("pod_scheduled", pod=key, region=target.name, node=decision.node, moved=moving, reason=decision.reason)
         if not moving:
             await self._explain_binding(home, pod, task, decision, now)
@@ -421,6 +425,7 @@ class Scheduler:
             except NotFound:
                 continue
             except KubeError as error:
+                count_api_error(self.metrics, runtime.name, error)
                 log.warning("job_copy_check_failed", region=runtime.name, job=f"{namespace}/{name}", error=str(error))
                 continue
             if origin_of(existing) == (home.name, uid):
@@ -435,6 +440,7 @@ class Scheduler:
         try:
             body = await home.client.get_job(pod["metadata"]["namespace"], job[0])
         except KubeError as error:
+            count_api_error(self.metrics, home.name, error)
             log.warning("job_read_failed", region=home.name, job=job[0], error=str(error))
             return False
         return controller_kind(body) is None
@@ -455,6 +461,7 @@ class Scheduler:
         try:
             await self._delete_original(home, pod)
         except KubeError as error:
+            count_binding_error(self.metrics, home.name, error)
             log.warning("move_resume_failed", region=home.name, uid=uid, error=str(error))
             self.queue.unschedulable(pod_key(home.name, pod))
 
@@ -498,6 +505,7 @@ class Scheduler:
                 {"metadata": {"annotations": self._annotation(pod, decision, home)}},
             )
         except KubeError as error:
+            count_api_error(self.metrics, home.name, error)
             log.warning("annotate_failed", region=home.name, pod=pod_key(home.name, pod), error=str(error))
 
     async def _report_problems(self, runtime: RegionRuntime, pod: dict, problems) -> None:
@@ -522,6 +530,7 @@ class Scheduler:
         try:
             await runtime.client.create_event(pod["metadata"]["namespace"], body)
         except KubeError as error:
+            count_api_error(self.metrics, runtime.name, error)
             log.warning("event_failed", region=runtime.name, pod=pod_key(runtime.name, pod), reason=reason, error=str(error))
 
     # Bookkeeping ----------------------------------------------------------------------

@@ -154,7 +154,7 @@ def _check_arguments(
         )
 
 
-def _forecast_all(
+def forecast_all(
     forecaster: Forecaster,
     series: np.ndarray,
     origins: np.ndarray,
@@ -240,7 +240,7 @@ def backtest(
         scored = positive.sum(axis=0)
         safe_actual = np.where(positive, actual, 1.0)
         for f, forecaster in enumerate(forecasters):
-            forecasts, elapsed = _forecast_all(
+            forecasts, elapsed = forecast_all(
                 forecaster, series, origins, origin_times, step, horizon, region
             )
             seconds[f] += elapsed

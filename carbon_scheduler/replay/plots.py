@@ -92,7 +92,7 @@ def plot_intensity(result: ReplayResult, path: str | Path) -> Path:
             "the replay must record one level per region and trace step"
         )
 
-    view = _intensity_view(result, values, levels)
+    view = intensity_view(result, values, levels)
     starts = _scheduler_starts(result, view)
     regions = list(trace.regions)
 
@@ -113,14 +113,14 @@ def plot_intensity(result: ReplayResult, path: str | Path) -> Path:
         title += "\n" + view.note
     figure.suptitle(title)
     figure.legend(handles=_intensity_legend(view.binned), loc="outside lower center", ncols=6, frameon=False)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_cumulative_emissions(result: ReplayResult, path: str | Path) -> Path:
     """Plot cumulative kg CO2e of each policy over time, each task counted at its
     end. Tasks that never ended add nothing."""
     runs = ordered_runs(result)
-    to_days = _days_converter()
+    to_days = days_converter()
     totals = {run.policy: run.emissions_g / 1000.0 for run in runs}
     decimals = kg_decimals(totals.values())
 
@@ -158,7 +158,7 @@ def plot_cumulative_emissions(result: ReplayResult, path: str | Path) -> Path:
     ax.set_ylabel("cumulative emissions (kg CO₂e)")
     ax.grid(True, alpha=0.3)
     ax.set_title("Cumulative emissions by task end time")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_distribution(result: ReplayResult, path: str | Path) -> Path:
@@ -171,7 +171,7 @@ def plot_distribution(result: ReplayResult, path: str | Path) -> Path:
     class_names += sorted(set(result.expected_distribution).difference(class_names))
 
     panels = [
-        (POLICY_LABELS[policy], *_started_counts(result, policy, class_names, regions))
+        (POLICY_LABELS[policy], *started_counts(result, policy, class_names, regions))
         for policy in ("scheduler", "baseline")
     ]
     if result.expected_distribution:
@@ -220,11 +220,11 @@ def plot_distribution(result: ReplayResult, path: str | Path) -> Path:
     figure.suptitle("Where each class of task started (bar labels: task counts)")
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", title="region", frameon=False)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 @dataclass(frozen=True, slots=True)
-class _IntensityView:
+class IntensityView:
     """The part of the trace to draw, possibly averaged into bins.
 
     `edges` has one more element than each row of `mean`: bin i spans
@@ -245,7 +245,7 @@ class _IntensityView:
     note: str
 
 
-def _intensity_view(result: ReplayResult, values: np.ndarray, levels: np.ndarray) -> _IntensityView:
+def intensity_view(result: ReplayResult, values: np.ndarray, levels: np.ndarray) -> IntensityView:
     trace = result.trace
     step = int(trace.step_seconds)
     steps = values.shape[1]
@@ -285,8 +285,8 @@ def _intensity_view(result: ReplayResult, values: np.ndarray, levels: np.ndarray
         notes.append(f"each point averages {bin_steps} steps, and the grey band spans their min to max")
 
     times = trace.start + (first + np.append(bin_starts, last - first)) * step
-    return _IntensityView(
-        edges=_days_converter()(times),
+    return IntensityView(
+        edges=days_converter()(times),
         mean=mean,
         low=low,
         high=high,
@@ -318,7 +318,7 @@ class _Starts:
     task_class: np.ndarray
 
 
-def _scheduler_starts(result: ReplayResult, view: _IntensityView) -> _Starts:
+def _scheduler_starts(result: ReplayResult, view: IntensityView) -> _Starts:
     trace = result.trace
     region_index = {region: index for index, region in enumerate(trace.regions)}
     class_index = {task_class: index for index, task_class in enumerate(TaskClass)}
@@ -332,14 +332,14 @@ def _scheduler_starts(result: ReplayResult, view: _IntensityView) -> _Starts:
     classes = np.array([class_index[o.task.task_class] for o in started], dtype=np.int64)
     step_index = np.clip((times - trace.start) // trace.step_seconds, 0, trace.steps - 1)
     intensities = np.asarray(trace.values, dtype=float)[regions, step_index] if started else np.zeros(0)
-    return _Starts(_days_converter()(times), intensities, regions, classes)
+    return _Starts(days_converter()(times), intensities, regions, classes)
 
 
-def _draw_region(ax: Axes, region_index: int, view: _IntensityView, starts: _Starts) -> None:
+def _draw_region(ax: Axes, region_index: int, view: IntensityView, starts: _Starts) -> None:
     edges = view.edges
     level = view.level[region_index]
     for value, (color, _) in LEVEL_SHADES.items():
-        spans = _runs_of(level == int(value), edges)
+        spans = runs_of(level == int(value), edges)
         if spans:
             ax.broken_barh(spans, (0, 1), transform=ax.get_xaxis_transform(), color=color, alpha=LEVEL_ALPHA, lw=0)
 
@@ -382,7 +382,7 @@ def _draw_region(ax: Axes, region_index: int, view: _IntensityView, starts: _Sta
         )
 
 
-def _runs_of(mask: np.ndarray, edges: np.ndarray) -> list[tuple[float, float]]:
+def runs_of(mask: np.ndarray, edges: np.ndarray) -> list[tuple[float, float]]:
     """Return (start, width) of each run of True in `mask`, in the units of `edges`."""
     padded = np.concatenate(([False], mask, [False])).astype(np.int8)
     changes = np.flatnonzero(np.diff(padded))
@@ -402,7 +402,7 @@ def _intensity_legend(binned: bool) -> list[Line2D | Patch]:
     return handles
 
 
-def _started_counts(
+def started_counts(
     result: ReplayResult, policy: str, class_names: Sequence[str], regions: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (percent of each class's started tasks, counts), both shaped
@@ -418,7 +418,7 @@ def _started_counts(
     return shares, counts
 
 
-def _days_converter() -> Callable[[np.ndarray | int], np.ndarray]:
+def days_converter() -> Callable[[np.ndarray | int], np.ndarray]:
     """Return a function from Unix seconds to matplotlib date numbers.
 
     The offset is read at call time because matplotlib's date epoch is a setting
@@ -439,7 +439,7 @@ def _format_time_axis(ax: Axes) -> None:
     ax.set_xlabel(TIME_LABEL)
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_png(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     FigureCanvasAgg(figure)
     # Dropping `Software` leaves a PNG with no version or time metadata in it.

@@ -7,11 +7,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from carbon_scheduler.carbon.traces import Trace, read_trace
-from carbon_scheduler.config.types import Config
+from carbon_scheduler.config.types import PROVIDER_FORECASTER, Config, SchedulerSettings
 from carbon_scheduler.forecasting import make_forecaster
 from carbon_scheduler.model import Task, TaskClass
 from carbon_scheduler.replay.context import ReplayContext, ReplayInputError
@@ -20,6 +21,11 @@ from carbon_scheduler.replay.results import ReplayResult
 from carbon_scheduler.replay.simulator import scheduler_levels
 from carbon_scheduler.replay.workload import load_workload
 from carbon_scheduler.replay.workload_generator import generate_workload
+
+if TYPE_CHECKING:
+    # Imported for the annotation only, so a plain replay never loads the
+    # Prometheus client and the store.
+    from carbon_scheduler.replay.streaming import StreamedReplay
 
 log = structlog.get_logger(__name__)
 
@@ -110,19 +116,34 @@ def load_expected(path: Path | None, config: Config) -> dict[str, dict[str, floa
 
 
 def replay(
-    options: ReplayOptions, config: Config, *, jobs: int | None = None, progress: Progress | None = None
+    options: ReplayOptions,
+    config: Config,
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    stream: StreamedReplay | None = None,
 ) -> ReplayResult:
     """Simulate the scheduler, the carbon-blind baseline and the oracle, in up to
-    `jobs` worker processes (default: one per policy and core)."""
+    `jobs` worker processes (default: one per policy and core). With `stream`, the
+    policies run in this process instead, the scheduler event by event with the
+    stream's metrics and store observing it, and `jobs` is ignored."""
     trace, tasks, workload_source = load_inputs(options, config)
     expected = load_expected(options.expected, config)
     forecaster_name = options.forecaster or config.scheduler.forecaster
+    if forecaster_name == PROVIDER_FORECASTER:
+        # A recorded trace carries no provider forecast, so the replay plans on the
+        # model forecaster that the daemon falls back to.
+        forecaster_name = SchedulerSettings().forecaster
+        log.warning("replay_provider_forecast_unavailable", forecaster=forecaster_name)
     make_forecaster(forecaster_name)  # fails early on an unknown name
     context = ReplayContext.build(trace, config, tasks)
     log.info("replay_started", trace=str(options.trace), tasks=len(tasks), forecaster=forecaster_name, seed=options.seed)
 
     levels = scheduler_levels(context)
-    runs = run_policies(context, forecaster_name, levels, jobs=jobs, progress=progress)
+    if stream is None:
+        runs = run_policies(context, forecaster_name, levels, jobs=jobs, progress=progress)
+    else:
+        runs = stream.run(context, forecaster_name, levels, expected=expected, progress=progress)
     log.info("replay_finished", tasks=len(tasks))
     return ReplayResult(
         trace=trace,

@@ -15,11 +15,17 @@ After each event the tasks that wait for room are retried, in the order
 critical, deferrable past its latest start (earliest latest start first),
 standard waiting for its region, then the rest. Every decision comes from
 `policy.rules.decide`, the same function the daemon calls.
+
+`run()` processes every event at once. A caller that paces the simulation
+against a wall clock (`replay --serve-metrics`) calls `begin()`, then `step()`
+while `next_time()` is not None, then `result()`. An optional observer (see
+`replay.observer`) sees forecasts, decisions, starts and finishes as they happen.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +41,7 @@ from carbon_scheduler.policy.energy import power_matrix
 from carbon_scheduler.policy.rules import decide, start_early_mask
 from carbon_scheduler.policy.windows import Outlook, latest_start
 from carbon_scheduler.replay.context import ReplayContext, occupy, unstarted
+from carbon_scheduler.replay.observer import SimulationObserver
 from carbon_scheduler.replay.results import PolicyRun, TaskOutcome
 
 FINISH, TICK, ARRIVAL, WAKE, TIMEOUT = range(5)
@@ -60,7 +67,8 @@ def scheduler_levels(context: ReplayContext) -> np.ndarray:
 
 
 class SchedulerSimulation:
-    """One run of the scheduler policy. Call `run()` once."""
+    """One run of the scheduler policy. Call `run()` once, or `begin()` and then
+    `step()` until `next_time()` returns None."""
 
     def __init__(
         self,
@@ -69,6 +77,7 @@ class SchedulerSimulation:
         *,
         levels: np.ndarray | None = None,
         progress: Progress | None = None,
+        observer: SimulationObserver | None = None,
     ) -> None:
         self.context = context
         self.trace = context.trace
@@ -76,6 +85,7 @@ class SchedulerSimulation:
         self.forecaster = forecaster
         self.levels = scheduler_levels(context) if levels is None else levels
         self.progress = progress
+        self.observer = observer
         self.views: list[RegionView] = context.views()
         self.view_by_name = {view.name: view for view in self.views}
         self.rows = {view.name: self.trace.region_index(view.name) for view in self.views}
@@ -103,6 +113,8 @@ class SchedulerSimulation:
         self.running: dict[int, tuple[str, str]] = {}
         self.versions: dict[int, int] = {}
         self.timeouts: set[int] = set()
+        self.handled = 0
+        self.begun = False
 
     # Event queue ----------------------------------------------------------------
 
@@ -111,6 +123,16 @@ class SchedulerSimulation:
         heapq.heappush(self.events, (time, kind, self.sequence, index, version))
 
     def run(self) -> PolicyRun:
+        self.begin()
+        while self.events:
+            self.step()
+        return self.result()
+
+    def begin(self) -> None:
+        """Queue every arrival and the first trace step; call once, before `step()`."""
+        if self.begun:
+            raise RuntimeError("the simulation has already begun; a SchedulerSimulation runs once")
+        self.begun = True
         tasks = self.context.tasks
         for index, task in enumerate(tasks):
             self._push(task.arrival, ARRIVAL, index)
@@ -118,31 +140,52 @@ class SchedulerSimulation:
             first_step = (min(t.arrival for t in tasks) - self.trace.start) // self.trace.step_seconds
             self._push(self.trace.time_at(int(first_step)), TICK, int(first_step))
 
-        handled = 0
-        while self.events:
-            now, kind, _, index, version = heapq.heappop(self.events)
-            if kind == FINISH:
-                self._finish(index)
-                self._retry(now)
-            elif kind == TICK:
-                self._tick(now, index)
-            elif kind == ARRIVAL:
-                self._attempt(index, now)
-                handled += 1
-                if self.progress is not None and handled % 1000 == 0:
-                    self.progress(1000)
-            elif kind == WAKE:
-                self._wake(index, now, version)
-            elif kind == TIMEOUT:
-                if self.waiting.pop(index, None) is not None:
-                    self._attempt(index, now)
-        if self.progress is not None:
-            self.progress(handled % 1000)
+    def next_time(self) -> int | None:
+        """Simulated time of the next event, or None when the simulation is over."""
+        return self.events[0][0] if self.events else None
 
+    def step(self) -> int:
+        """Process the next event and return its simulated time."""
+        now, kind, _, index, version = heapq.heappop(self.events)
+        if kind == FINISH:
+            self._finish(index)
+            self._retry(now)
+        elif kind == TICK:
+            self._tick(now, index)
+        elif kind == ARRIVAL:
+            self._attempt(index, now)
+            self.handled += 1
+            if self.progress is not None and self.handled % 1000 == 0:
+                self.progress(1000)
+        elif kind == WAKE:
+            self._wake(index, now, version)
+        elif kind == TIMEOUT:
+            if self.waiting.pop(index, None) is not None:
+                self._attempt(index, now)
+        return now
+
+    def result(self) -> PolicyRun:
+        """Return the outcome of every task; call once no event is left."""
+        if self.events:
+            raise RuntimeError(f"the simulation still has {len(self.events)} events; step() until next_time() is None")
+        if self.progress is not None:
+            self.progress(self.handled % 1000)
+        tasks = self.context.tasks
         return PolicyRun(
             "scheduler",
             tuple(o if o is not None else unstarted(t) for o, t in zip(self.outcomes, tasks)),
         )
+
+    @property
+    def deferred_count(self) -> int:
+        """Tasks sleeping until a planned low-carbon window."""
+        return len(self.deferred)
+
+    @property
+    def queued_count(self) -> int:
+        """Tasks that arrived and have not started: deferred, waiting for room in
+        their region, or unschedulable for now."""
+        return len(self.deferred) + len(self.waiting) + len(self.pending)
 
     # Handlers -------------------------------------------------------------------
 
@@ -155,6 +198,8 @@ class SchedulerSimulation:
             view.level = Level(int(self.levels[self.level_rows[view.name], step]))
             forecast = self.forecaster.forecast(values[: step + 1], now, trace.step_seconds, self.horizon_steps)
             self.outlooks[view.name] = Outlook.build(view.name, now, trace.step_seconds, float(values[step]), forecast)
+        if self.observer is not None:
+            self.observer.on_tick(now, step, self.outlooks)
 
         if self.deferred and any(view.level is Level.LOW for view in self.views):
             indices = np.fromiter(self.deferred, dtype=np.int64, count=len(self.deferred))
@@ -189,13 +234,22 @@ class SchedulerSimulation:
     def _finish(self, index: int) -> None:
         region, node = self.running.pop(index)
         occupy(self.view_by_name[region], node, self.context.tasks[index], -1)
+        if self.observer is not None:
+            outcome = self.outcomes[index]
+            assert outcome is not None  # a running task has an outcome
+            self.observer.on_finish(index, outcome)
 
     # Decisions ------------------------------------------------------------------
 
     def _attempt(self, index: int, now: int) -> bool:
         """Decide for one task and carry the decision out; True when it started."""
         task = self.context.tasks[index]
-        decision = decide(task, now, self.views, self.settings, outlooks=self.outlooks, ledger=self.ledger)
+        if self.observer is None:
+            decision = decide(task, now, self.views, self.settings, outlooks=self.outlooks, ledger=self.ledger)
+        else:
+            started = time.perf_counter()
+            decision = decide(task, now, self.views, self.settings, outlooks=self.outlooks, ledger=self.ledger)
+            self.observer.on_decision(task, now, decision, time.perf_counter() - started)
         if isinstance(decision, Bind):
             self._start(index, now, decision.region, decision.node)
             return True
@@ -234,8 +288,11 @@ class SchedulerSimulation:
         occupy(self.view_by_name[region], node, task, 1)
         self.ledger.book(region, now, now + task.duration, task.requirements.request)
         self.running[index] = (region, node)
-        self.outcomes[index] = self.context.outcome(task, region, node, now)
+        outcome = self.context.outcome(task, region, node, now)
+        self.outcomes[index] = outcome
         self._push(now + task.duration, FINISH, index)
+        if self.observer is not None:
+            self.observer.on_start(index, outcome)
 
     def _release(self, index: int) -> None:
         deferred = self.deferred.pop(index)

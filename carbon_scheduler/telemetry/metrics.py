@@ -20,7 +20,7 @@ dashboard panel shows a flat zero instead of "no data" before the first event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -65,6 +65,13 @@ class SchedulerMetrics:
         self.forecast = Gauge(
             "carbon_scheduler_carbon_forecast_grams_per_kilowatt_hour",
             "Forecast carbon intensity of the region, the given number of hours ahead.",
+            ["region", "horizon_hours"], registry=r,
+        )
+        self.forecast_for_now = Gauge(
+            "carbon_scheduler_carbon_forecast_for_now_grams_per_kilowatt_hour",
+            "Intensity that the forecast issued the given number of hours earlier predicted for the "
+            "region's latest sample. Hours count in the carbon data's own time, so a replayed trace "
+            "lines up with the intensity however fast it plays.",
             ["region", "horizon_hours"], registry=r,
         )
         self.data_age = Gauge(
@@ -153,6 +160,10 @@ class SchedulerMetrics:
             ["region", "task_class", "scenario"], registry=r,
         )
 
+        # Forecast values waiting for the sample of their target time, per region,
+        # by (target time, horizon in hours). A repeated forecast replaces its values.
+        self._predictions: dict[str, dict[tuple[int, int], float]] = {}
+
         # Only `replay --serve-metrics` sets this.
         self.simulated_time = Gauge(
             "carbon_scheduler_replay_simulated_time_seconds",
@@ -195,3 +206,24 @@ class SchedulerMetrics:
             raise ValueError(f"invalid scenario {scenario!r}; use one of {', '.join(SCENARIOS)}")
         self.energy_joules.labels(region, task_class, scenario).inc(energy_kwh * 3.6e6)
         self.emissions_grams.labels(region, task_class, scenario).inc(emissions_g)
+
+    def set_forecast(self, region: str, issued_for: int, values: Mapping[int, float]) -> None:
+        """Set the forecast gauges of `region` from a forecast made at the sample
+        time `issued_for`, with one value per horizon in hours, and keep each value
+        until the sample of its target time arrives."""
+        pending = self._predictions.setdefault(region, {})
+        for hours, value in values.items():
+            self.forecast.labels(region, str(hours)).set(value)
+            pending[(issued_for + hours * 3600, hours)] = value
+
+    def set_intensity(self, region: str, time: int, value: float) -> None:
+        """Set the intensity gauge of `region` to its sample at `time`, and the
+        forecast-for-now gauges to the latest predictions whose target is at or
+        before `time`."""
+        self.intensity.labels(region).set(value)
+        pending = self._predictions.get(region)
+        if not pending:
+            return
+        due = sorted(key for key in pending if key[0] <= time)
+        for key in due:
+            self.forecast_for_now.labels(region, str(key[1])).set(pending.pop(key))

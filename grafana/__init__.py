@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: `python3 -m grafana.generate` writes grafana/dashboards/."""
