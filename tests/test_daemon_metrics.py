@@ -91,7 +91,7 @@ def test_error_reason_mapping(name: str, error: BaseException, reason: str):
 def test_publish_forecast_horizons():
     metrics = SchedulerMetrics()
     points = tuple((3600 * (k + 1), float(k + 1)) for k in range(30))
-    publish_forecast(metrics, REGION, Issuance("profile", 0, points), source_step_seconds=3600)
+    publish_forecast(metrics, REGION, Issuance("profile", 0, points), source_step_seconds=3600, wall_step_seconds=3600)
     assert metrics.forecast.labels(REGION, "1")._value.get() == 1.0
     assert metrics.forecast.labels(REGION, "6")._value.get() == 6.0
     assert metrics.forecast.labels(REGION, "24")._value.get() == 24.0
@@ -101,10 +101,29 @@ def test_publish_forecast_holds_last_value():
     metrics = SchedulerMetrics()
     points = tuple((1800 * (k + 1), 100.0 + k) for k in range(4))
     # Half-hourly steps: one hour is two steps ahead; 6 and 24 hours lie past the end.
-    publish_forecast(metrics, REGION, Issuance("profile", 0, points), source_step_seconds=1800)
+    publish_forecast(metrics, REGION, Issuance("profile", 0, points), source_step_seconds=1800, wall_step_seconds=1800)
     assert metrics.forecast.labels(REGION, "1")._value.get() == 101.0
     assert metrics.forecast.labels(REGION, "6")._value.get() == 103.0
     assert metrics.forecast.labels(REGION, "24")._value.get() == 103.0
+
+
+FOR_NOW = "carbon_scheduler_carbon_forecast_for_now_grams_per_kilowatt_hour"
+
+
+def test_forecast_for_now_in_replayed_time():
+    """A replay source at 10 wall seconds per trace hour stamps samples with wall
+    times 10 s apart: the 1 h forecast is due 10 s later, the 6 h one 60 s later."""
+    metrics = SchedulerMetrics()
+    issued = 1_000_000
+    points = tuple((issued + 10 * (k + 1), 200.0 + k) for k in range(30))
+    publish_forecast(metrics, REGION, Issuance("profile", issued, points), source_step_seconds=3600, wall_step_seconds=10)
+
+    metrics.set_intensity(REGION, issued + 10, 190.0)
+    assert metrics.forecast_for_now.labels(REGION, "1")._value.get() == 200.0
+    six_hours = {"region": REGION, "horizon_hours": "6"}
+    assert metrics.registry.get_sample_value(FOR_NOW, six_hours) is None
+    metrics.set_intensity(REGION, issued + 60, 210.0)
+    assert metrics.forecast_for_now.labels(REGION, "6")._value.get() == 205.0
 
 
 def test_primed_daemon_metrics_pass_promtool():

@@ -44,7 +44,7 @@ def test_unknown_scenario_rejected() -> None:
 def test_forecast_for_now_waits_for_target() -> None:
     metrics = SchedulerMetrics()
     metrics.set_intensity("eu-west", T0, 300.0)
-    metrics.set_forecast("eu-west", T0, {1: 310.0, 6: 360.0})
+    metrics.set_forecast("eu-west", {1: (T0 + HOUR, 310.0), 6: (T0 + 6 * HOUR, 360.0)})
 
     assert value(metrics, "carbon_scheduler_carbon_forecast_grams_per_kilowatt_hour", region="eu-west", horizon_hours="6") == 360.0
     # Nothing is due before the target time.
@@ -61,9 +61,9 @@ def test_forecast_for_now_takes_latest_due() -> None:
     """After a gap in the samples, the prediction for the latest passed target wins,
     and a repeated forecast replaces its values instead of adding to them."""
     metrics = SchedulerMetrics()
-    metrics.set_forecast("asia-east", T0, {1: 100.0})
-    metrics.set_forecast("asia-east", T0 + HOUR, {1: 150.0})
-    metrics.set_forecast("asia-east", T0 + HOUR, {1: 200.0})
+    metrics.set_forecast("asia-east", {1: (T0 + HOUR, 100.0)})
+    metrics.set_forecast("asia-east", {1: (T0 + 2 * HOUR, 150.0)})
+    metrics.set_forecast("asia-east", {1: (T0 + 2 * HOUR, 200.0)})
 
     metrics.set_intensity("asia-east", T0 + 3 * HOUR, 500.0)
 

@@ -472,6 +472,7 @@ class Daemon:
                 runtime.name,
                 runtime.feed.issuance,
                 source_step_seconds=runtime.feed.source_step_seconds,
+                wall_step_seconds=max(1, round(runtime.feed.wall_step_seconds)),
             )
 
     def _count_watch_restart(self, region: str, resource: str) -> None:

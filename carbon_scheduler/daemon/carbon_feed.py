@@ -100,7 +100,8 @@ class ForecastProblem:
 @dataclass(frozen=True, slots=True)
 class Issuance:
     """One forecast the feed planned on: who made it, when, and its points as
-    (time, g/kWh) pairs laid out in the sample times of the source."""
+    (time, g/kWh) pairs in the time base of the samples, one wall step apart. A
+    replay source stamps samples with wall times, so its points are too."""
 
     forecaster: str
     issued_at: int
@@ -200,8 +201,7 @@ class CarbonFeed:
         forecaster, issued_at, forecast = self._forecast(history, time)
         wall_step = max(1, round(self.wall_step_seconds))
         self.outlook = Outlook.build(self.region.name, origin, wall_step, intensity_g_per_kwh, forecast)
-        step = self.source_step_seconds
-        points = tuple((time + (index + 1) * step, float(value)) for index, value in enumerate(forecast))
+        points = tuple((time + (index + 1) * wall_step, float(value)) for index, value in enumerate(forecast))
         self.issuance = Issuance(forecaster, issued_at, points)
 
     def _forecast(self, history: np.ndarray, time: int) -> tuple[str, int, np.ndarray]:

@@ -70,7 +70,9 @@ def count_binding_error(metrics: SchedulerMetrics, region: str, error: BaseExcep
     metrics.binding_errors.labels(region, error_reason(error)).inc()
 
 
-def publish_forecast(metrics: SchedulerMetrics, region: str, issuance: Issuance, *, source_step_seconds: int) -> None:
+def publish_forecast(
+    metrics: SchedulerMetrics, region: str, issuance: Issuance, *, source_step_seconds: int, wall_step_seconds: int
+) -> None:
     """Set the forecast gauges of `region` from the forecast the feed plans on.
 
     Horizons count in steps of the source, so a replayed trace that plays an hour
@@ -82,7 +84,9 @@ def publish_forecast(metrics: SchedulerMetrics, region: str, issuance: Issuance,
         return
     values = {}
     for hours in FORECAST_HORIZONS_HOURS:
-        # points[k] is the step k + 1 steps after the issuing one.
+        # points[k] is the step k + 1 steps after the issuing one. Past the last
+        # point its value holds, but the target stays `hours` ahead.
         index = max(0, round(hours * 3600 / source_step_seconds) - 1)
-        values[hours] = points[min(index, len(points) - 1)][1]
-    metrics.set_forecast(region, points[0][0] - source_step_seconds, values)
+        target = points[0][0] + index * wall_step_seconds
+        values[hours] = (target, points[min(index, len(points) - 1)][1])
+    metrics.set_forecast(region, values)

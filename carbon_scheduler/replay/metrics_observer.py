@@ -77,8 +77,8 @@ class MetricsObserver:
 
     def on_tick(self, now: int, step: int, outlooks: Mapping[str, Outlook]) -> None:
         for region, outlook in outlooks.items():
-            values = {hours: forecast_at(outlook, hours) for hours in FORECAST_HORIZONS_HOURS}
-            self.metrics.set_forecast(region, now, values)
+            values = {hours: (now + hours * 3600, forecast_at(outlook, hours)) for hours in FORECAST_HORIZONS_HOURS}
+            self.metrics.set_forecast(region, values)
 
     def on_decision(self, task: Task, now: int, decision: Decision, seconds: float) -> None:
         self.metrics.decisions.labels(task.task_class.value, decision_outcome(task, decision)).inc()

@@ -35,8 +35,8 @@ PLACEMENTS = ("bind", "move")
 OUTCOMES = ("bind", "move", "defer", "wait", "unschedulable")
 # Reasons for a failed binding or move call, and for other failed API calls.
 ERROR_REASONS = ("conflict", "not_found", "forbidden", "server_error", "timeout", "unreachable", "other")
-# Forecast horizons exported as gauges. A panel compares the value exported
-# `h` hours ago for horizon `h` with the intensity seen now.
+# Forecast horizons exported as gauges, both ahead of the latest sample and as
+# the prediction that a forecast issued that long before made for it.
 FORECAST_HORIZONS_HOURS = (1, 6, 24)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -207,14 +207,14 @@ class SchedulerMetrics:
         self.energy_joules.labels(region, task_class, scenario).inc(energy_kwh * 3.6e6)
         self.emissions_grams.labels(region, task_class, scenario).inc(emissions_g)
 
-    def set_forecast(self, region: str, issued_for: int, values: Mapping[int, float]) -> None:
-        """Set the forecast gauges of `region` from a forecast made at the sample
-        time `issued_for`, with one value per horizon in hours, and keep each value
-        until the sample of its target time arrives."""
+    def set_forecast(self, region: str, values: Mapping[int, tuple[int, float]]) -> None:
+        """Set the forecast gauges of `region` from one forecast, given per horizon
+        in hours as (target time, value), and keep each value until the sample of
+        its target time arrives. Target times use the samples' own time base."""
         pending = self._predictions.setdefault(region, {})
-        for hours, value in values.items():
+        for hours, (target, value) in values.items():
             self.forecast.labels(region, str(hours)).set(value)
-            pending[(issued_for + hours * 3600, hours)] = value
+            pending[(target, hours)] = value
 
     def set_intensity(self, region: str, time: int, value: float) -> None:
         """Set the intensity gauge of `region` to its sample at `time`, and the
