@@ -31,6 +31,7 @@ EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 # Simulated seconds per real second of `replay --serve-metrics`: a day per minute.
 DEFAULT_SPEED = 1440.0
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 INFLUX_USERNAME_VARIABLE = "CARBON_SCHEDULER_INFLUX_USERNAME"
 INFLUX_PASSWORD_VARIABLE = "CARBON_SCHEDULER_INFLUX_PASSWORD"
 INFLUX_TOKEN_VARIABLE = "CARBON_SCHEDULER_INFLUX_TOKEN"
@@ -75,9 +76,8 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
         "--dashboard-png",
-        type=Path,
         metavar="PATH",
-        help="also draw the Grafana dashboard panels from this replay into one PNG at PATH",
+        help="also draw the Grafana dashboard panels from this replay into one PNG at PATH (ending in .png)",
     )
     parser.add_argument("--quiet", action="store_true", help="print no progress bar")
     parser.add_argument(
@@ -101,22 +101,22 @@ def _add_live_arguments(parser: argparse.ArgumentParser) -> None:
     )
     live.add_argument(
         "--metrics-address",
-        default="127.0.0.1",
         metavar="ADDRESS",
-        help="address that --serve-metrics listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
+        help=f"with --serve-metrics, the address to listen on (default {DEFAULT_METRICS_ADDRESS}; "
+        "0.0.0.0 for every interface)",
     )
     live.add_argument(
         "--speed",
-        type=_positive_float,
+        type=_speed,
         metavar="S",
-        help=f"with --serve-metrics, simulated seconds per real second (default {DEFAULT_SPEED:g}: "
+        help=f"with --serve-metrics, simulated seconds per real second, 1 or more (default {DEFAULT_SPEED:g}: "
         "one simulated day per real minute)",
     )
     live.add_argument(
         "--influx",
         metavar="URL",
         help="write trace samples, the forecasts planned on and per-task emissions to the InfluxDB server "
-        "at URL, such as http://127.0.0.1:8086",
+        "at URL, an http:// or https:// URL such as http://127.0.0.1:8086, without credentials",
     )
     live.add_argument(
         "--influx-database",
@@ -160,13 +160,17 @@ def _port(text: str) -> int:
     return number
 
 
-def _positive_float(text: str) -> float:
+def _speed(text: str) -> float:
     try:
         number = float(text)
     except ValueError:
         number = float("nan")
-    if not 0 < number < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    # Below 1 the replay runs slower than real time, so a 28-day replay would
+    # take weeks, and a tiny value would never finish.
+    if not 1 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected simulated seconds per real second, a finite number of 1 or more (1 is real time), got {text!r}"
+        )
     return number
 
 
@@ -267,6 +271,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
         days = _days(args.days)
         zone_map = _zone_map(args.zone)
         _check_live_arguments(args)
+        dashboard_png = None if args.dashboard_png is None else dashboard_png_path(args.dashboard_png)
         args.out.mkdir(parents=True, exist_ok=True)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -332,14 +337,14 @@ def run_replay_command(args: argparse.Namespace) -> int:
         live.close()
         print(f"error: cannot write the results to {args.out}: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    if args.dashboard_png is not None:
+    if dashboard_png is not None:
         from carbon_scheduler.replay.dashboard_preview import write_dashboard_preview
 
         try:
-            written.append(write_dashboard_preview(result, args.dashboard_png))
+            written.append(write_dashboard_preview(result, dashboard_png))
         except OSError as error:
             live.close()
-            print(f"error: writing the dashboard PNG {args.dashboard_png} failed: {error}", file=sys.stderr)
+            print(f"error: writing the dashboard PNG {dashboard_png} failed: {error}", file=sys.stderr)
             return EXIT_INPUT_ERROR
     print_report(summary, console)
     console.print("wrote " + ", ".join(str(path) for path in written), markup=False, highlight=False)
@@ -352,6 +357,12 @@ def run_replay_command(args: argparse.Namespace) -> int:
 def _check_live_arguments(args: argparse.Namespace) -> None:
     if args.speed is not None and args.serve_metrics is None:
         raise ValueError("--speed paces --serve-metrics; add --serve-metrics PORT or drop --speed")
+    if args.metrics_address is not None and args.serve_metrics is None:
+        raise ValueError(
+            "--metrics-address sets the address of --serve-metrics; add --serve-metrics PORT or drop --metrics-address"
+        )
+    if args.influx is not None:
+        check_influx_url(args.influx)
     influx_options = [
         name
         for name, value in (
@@ -363,7 +374,65 @@ def _check_live_arguments(args: argparse.Namespace) -> None:
         if value is not None
     ]
     if influx_options and args.influx is None:
-        raise ValueError(f"{', '.join(influx_options)} apply to --influx URL; add --influx or drop them")
+        if len(influx_options) == 1:
+            raise ValueError(f"{influx_options[0]} applies to --influx URL; add --influx URL or drop it")
+        raise ValueError(f"{', '.join(influx_options)} apply to --influx URL; add --influx URL or drop them")
+
+
+def check_influx_url(url: str) -> None:
+    """Raise ValueError unless `url` is an http:// or https:// URL without credentials.
+
+    A bare `host:port` would otherwise name a SQLite file, and a password in the
+    URL is visible to other users in ps, so both are rejected with the fix.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    from carbon_scheduler.config.redaction import has_credentials, redact_url
+
+    masked_url = redact_url(url)
+    scheme, separator, _ = url.strip().partition("://")
+    if not separator:
+        raise ValueError(
+            f"--influx takes the http:// or https:// URL of an InfluxDB server, got {masked_url!r}; "
+            f"add the scheme, as in http://{url.strip()}"
+        )
+    if scheme.lower() not in ("http", "https"):
+        raise ValueError(
+            f"--influx takes the http:// or https:// URL of an InfluxDB server, got {masked_url!r} with the scheme "
+            f"{scheme!r}; use http://HOST:PORT or https://HOST:PORT"
+        )
+    query_names = {name.lower() for name in parse_qs(urlsplit(url).query, keep_blank_values=True)}
+    if has_credentials(url) or query_names & {"u", "p"}:
+        raise ValueError(
+            f"--influx URL {masked_url!r} must not contain credentials, because other users can see them in ps; "
+            f"remove them from the URL and set ${INFLUX_USERNAME_VARIABLE} and ${INFLUX_PASSWORD_VARIABLE} "
+            f"(or ${INFLUX_TOKEN_VARIABLE}), or pass --influx-username with ${INFLUX_PASSWORD_VARIABLE}"
+        )
+
+
+def dashboard_png_path(text: str) -> Path:
+    """Return the `--dashboard-png` path, or raise ValueError when no PNG can be written there."""
+    if not text.strip():
+        raise ValueError("--dashboard-png needs a file name ending in .png, such as replay-out/dashboard.png, got ''")
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        suggestion = path.with_suffix(".png") if path.name not in ("", ".", "..") else path / "dashboard.png"
+        raise ValueError(
+            f"--dashboard-png writes a PNG image, so the file name must end in .png, got {text!r}; "
+            f"use a name such as {suggestion}"
+        )
+    if path.is_dir():
+        raise ValueError(f"--dashboard-png {text} is a folder; give a file name in it, such as {path / 'dashboard.png'}")
+    # The first existing ancestor must be a folder, or the missing folders cannot be created.
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"--dashboard-png {text} cannot be written, because {parent} is a file, not a folder; "
+                    "choose a path in a folder"
+                )
+            break
+    return path
 
 
 def influx_credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -409,13 +478,12 @@ class LiveOutput:
                 from carbon_scheduler.telemetry.metrics import SchedulerMetrics
 
                 metrics = SchedulerMetrics()
+                address = args.metrics_address or DEFAULT_METRICS_ADDRESS
                 try:
-                    live.server = MetricsServer(
-                        metrics.registry, lock, address=args.metrics_address, port=args.serve_metrics
-                    )
+                    live.server = MetricsServer(metrics.registry, lock, address=address, port=args.serve_metrics)
                 except OSError as error:
                     raise OSError(
-                        f"cannot serve metrics on {args.metrics_address}:{args.serve_metrics}: "
+                        f"cannot serve metrics on {address}:{args.serve_metrics}: "
                         f"{error.strerror or error}; choose another --serve-metrics port or --metrics-address"
                     ) from error
                 live.server.start()
@@ -478,12 +546,39 @@ def run_daemon_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     from carbon_scheduler.daemon.connections import ClusterConfigError
+    from carbon_scheduler.daemon.history import StoreOpenError
 
     try:
         return asyncio.run(run_daemon(config, metrics_port=args.metrics_port))
     except ClusterConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if error.region in config.region_names:
+            key_path: tuple[str, ...] = ("regions", error.region)
+        else:
+            key_path = ("scheduler", "lease_kubeconfig")
+        print(f"error: {config_issue(config.path, key_path, str(error))}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except StoreOpenError as error:
+        print(f"error: {config_issue(config.path, ('store', error.key), error.problem)}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+def config_issue(config_path: str | None, key_path: tuple[str, ...], problem: str) -> str:
+    """Format a problem found after the config loaded as `FILE:LINE: KEY: problem`,
+    the form of the loader's own errors."""
+    from carbon_scheduler.config.errors import ConfigIssue
+    from carbon_scheduler.config.source_map import build_source_map, format_key_path
+
+    key = format_key_path(key_path)
+    if config_path is None:
+        return f"{key}: {problem}"
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        # The file changed or vanished since it loaded; the message still names it.
+        line = None
+    else:
+        line = build_source_map(text).line_of(key_path)
+    return str(ConfigIssue(config_path, line, key, problem))
 
 
 def run_synth_command(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@
 # Settings (environment variables):
 #   MINIKUBE_PROFILE   minikube profile and kubectl context (default carbon-demo)
 #   NODES_PER_REGION   minikube nodes per region (default 1)
-#   MINIKUBE_CPUS, MINIKUBE_MEMORY   per node (default 2 and 2200mb)
+#   MINIKUBE_CPUS, MINIKUBE_MEMORY   per node (default 3 and 3000mb; see below)
 #   VCLUSTER_CHART_VERSION   version of the loft-sh vcluster Helm chart (default 0.21.4)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -29,8 +29,23 @@ root="$(dirname "$here")"
 NAMESPACE=carbon-scheduler
 IMAGE=carbon-scheduler:dev
 NODES_PER_REGION="${NODES_PER_REGION:-1}"
-MINIKUBE_CPUS="${MINIKUBE_CPUS:-2}"
-MINIKUBE_MEMORY="${MINIKUBE_MEMORY:-2200mb}"
+# Node size. The scheduler counts only the pods inside each vcluster, so host
+# pods on a region node take room that it does not count. The default must hold
+# max_pods = 4 task pods beside every host pod that may land on one region node
+# (requests, worst case):
+#   host CPU:    kindnet 100m + CoreDNS 100m + the vcluster's CoreDNS (100m,
+#                an allowance) + 3 vcluster control planes 3 x 100m + Prometheus
+#                100m + Grafana 100m + 2 scheduler replicas 2 x 100m = 1000m
+#   task CPU:    4 x 250m (every demo workload requests 250m) = 1000m
+#   => 2000m of 3000m, a third of the node to spare.
+#   host memory: 50Mi + 70Mi + 70Mi + 3 x 256Mi + 256Mi + 128Mi + 2 x 128Mi = 1598Mi
+#   task memory: 4 x 128Mi = 512Mi
+#   => 2110Mi of about 2900Mi (3000mb less the kubelet's 100Mi eviction reserve).
+# InfluxDB runs on the control-plane node, which has no region. This assumes that
+# a node's allocatable CPU is MINIKUBE_CPUS. tests/test_deploy.py recomputes the
+# sums from the manifests.
+MINIKUBE_CPUS="${MINIKUBE_CPUS:-3}"
+MINIKUBE_MEMORY="${MINIKUBE_MEMORY:-3000mb}"
 VCLUSTER_CHART_VERSION="${VCLUSTER_CHART_VERSION:-0.21.4}"
 VCLUSTER_CHART_REPO=https://charts.loft.sh
 # The service-account tokens in the region kubeconfigs expire after this long;
@@ -136,7 +151,9 @@ provision_grafana() {
     --from-file="$root/grafana/provisioning/datasources" --dry-run=client -o yaml | host_kubectl apply -f - >/dev/null
   host_kubectl -n "$NAMESPACE" create configmap grafana-dashboard-providers \
     --from-file="$root/grafana/provisioning/dashboards" --dry-run=client -o yaml | host_kubectl apply -f - >/dev/null
-  # Server-side apply: the dashboards are too large for the last-applied annotation.
+  # Server-side apply keeps no copy of the ConfigMap in the last-applied
+  # annotation, whose 256 KiB limit the dashboards (74 KB now) would otherwise
+  # approach as panels are added.
   host_kubectl -n "$NAMESPACE" create configmap grafana-dashboards \
     --from-file="$root/grafana/dashboards" --dry-run=client -o yaml |
     host_kubectl apply --server-side --force-conflicts -f - >/dev/null

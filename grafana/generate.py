@@ -16,6 +16,20 @@ Three dashboards:
 
 Metric names are those of carbon_scheduler/telemetry/metrics.py. The measurement,
 tag and field names are the InfluxDB layout of carbon_scheduler/store/influx.py.
+
+Replicas: Prometheus scrapes every replica, and standbys export the same
+per-region gauges as the leader. Every gauge query therefore aggregates across
+replicas (`max by (region)`, or `max` for gauges without labels), so each
+region appears once. The one exception is the leader gauge, which is summed to
+count the leaders. The counters and histograms of decisions, placements, waits
+and emissions grow only on the leader, so a `sum` over replicas counts each event
+once. Standbys watch the clusters too, so the API error and watch restart panels
+sum the events of every replica.
+
+Totals: the stat and bar panels of totals read the counters themselves, which
+are totals since the scheduler started. `increase(...[$__range])` would
+extrapolate to the edges of the range and disagree with the replay's printed
+table. `rate()` remains where a panel draws a rate over time.
 """
 
 from __future__ import annotations
@@ -66,6 +80,16 @@ FORECAST_HORIZONS_HOURS = (1, 6, 24)
 
 REGION = 'region=~"$region"'
 JOULES_PER_KILOWATT_HOUR = 3.6e6
+# Panels of totals read the counters, which restart at zero with the process.
+# A replica that restarts therefore drops its share of the totals.
+SINCE_START = "since the scheduler started"
+
+
+def per_region(selector: str, *, also: str = "") -> str:
+    """Wrap a per-region gauge selector in `max by (region)`, so every replica's
+    copy of a region's value collapses into one series; `also` keeps one more label."""
+    labels = f"region, {also}" if also else "region"
+    return f"max by ({labels}) ({selector})"
 
 
 def overview() -> Dashboard:
@@ -87,7 +111,7 @@ def overview() -> Dashboard:
         "timeseries",
         "Carbon intensity by region",
         "Latest grid carbon intensity of each region, in grams CO2eq per kWh.",
-        [prometheus_target(f"{INTENSITY}{{{REGION}}}", "{{region}}")],
+        [prometheus_target(per_region(f"{INTENSITY}{{{REGION}}}"), "{{region}}")],
         width=16,
         unit=UNIT_INTENSITY,
         custom=timeseries_options(),
@@ -97,7 +121,7 @@ def overview() -> Dashboard:
         "stat",
         "Level now",
         "Carbon level of each region: low, medium or high, from the thresholds in regions.toml.",
-        [prometheus_target(f"{LEVEL}{{{REGION}}}", "{{region}}", instant=True)],
+        [prometheus_target(per_region(f"{LEVEL}{{{REGION}}}"), "{{region}}", instant=True)],
         width=8,
         mappings=LEVEL_MAPPINGS,
         thresholds=[(None, "green"), (1, "yellow"), (2, "red")],
@@ -107,7 +131,7 @@ def overview() -> Dashboard:
         "state-timeline",
         "Carbon level over time",
         "The level of each region over time; the scheduler prefers green regions.",
-        [prometheus_target(f"{LEVEL}{{{REGION}}}", "{{region}}")],
+        [prometheus_target(per_region(f"{LEVEL}{{{REGION}}}"), "{{region}}")],
         width=24,
         height=6,
         mappings=LEVEL_MAPPINGS,
@@ -127,10 +151,10 @@ def overview() -> Dashboard:
             ),
             [
                 prometheus_target(
-                    f'{FORECAST_FOR_NOW}{{{REGION}, horizon_hours="{hours}"}}',
+                    per_region(f'{FORECAST_FOR_NOW}{{{REGION}, horizon_hours="{hours}"}}'),
                     "{{region}} forecast",
                 ),
-                prometheus_target(f"{INTENSITY}{{{REGION}}}", "{{region}} actual"),
+                prometheus_target(per_region(f"{INTENSITY}{{{REGION}}}"), "{{region}} actual"),
             ],
             width=8,
             unit=UNIT_INTENSITY,
@@ -141,7 +165,13 @@ def overview() -> Dashboard:
         "bargauge",
         "Forecast for the hours ahead",
         "The latest forecast of each region, 1, 6 and 24 h ahead of its latest sample.",
-        [prometheus_target(f"{FORECAST}{{{REGION}}}", "{{region}} +{{horizon_hours}} h", instant=True)],
+        [
+            prometheus_target(
+                per_region(f"{FORECAST}{{{REGION}}}", also="horizon_hours"),
+                "{{region}} +{{horizon_hours}} h",
+                instant=True,
+            )
+        ],
         width=24,
         height=6,
         unit=UNIT_INTENSITY,
@@ -149,20 +179,17 @@ def overview() -> Dashboard:
     )
 
     board.row("Where each class went")
-    scheduled_by_class_region = (
-        f"sum by (task_class, region) (increase({SCHEDULED}{{{REGION}}}[$__range]))"
-    )
     board.add(
         "bargauge",
         "Share of each class's pods by region",
         (
-            "Fraction of each class's pods placed in each region over the dashboard's time "
-            "range, next to the expected share when one is configured."
+            f"Fraction of each class's pods placed in each region {SINCE_START}, next to the "
+            "expected share when one is configured."
         ),
         [
             prometheus_target(
-                f"{scheduled_by_class_region} / ignoring (region) group_left "
-                f"sum by (task_class) (increase({SCHEDULED}[$__range]))",
+                f"sum by (task_class, region) ({SCHEDULED}{{{REGION}}}) / ignoring (region) group_left "
+                f"sum by (task_class) ({SCHEDULED})",
                 "{{task_class}} in {{region}}",
                 instant=True,
             ),
@@ -178,7 +205,13 @@ def overview() -> Dashboard:
         "bargauge",
         "Expected share of each class by region",
         "The distribution the operator expects (carbon_scheduler_expected_share_ratio).",
-        [prometheus_target(f"{EXPECTED_SHARE}{{{REGION}}}", "{{task_class}} in {{region}}", instant=True)],
+        [
+            prometheus_target(
+                per_region(f"{EXPECTED_SHARE}{{{REGION}}}", also="task_class"),
+                "{{task_class}} in {{region}}",
+                instant=True,
+            )
+        ],
         width=12,
         height=10,
         unit=UNIT_RATIO,
@@ -204,10 +237,10 @@ def overview() -> Dashboard:
     board.add(
         "bargauge",
         "Pods bound at home and moved",
-        "Pods placed over the time range, by how: bound in their home cluster or moved.",
+        f"Pods placed {SINCE_START}, by how: bound in their home cluster or moved.",
         [
             prometheus_target(
-                f"sum by (decision) (increase({SCHEDULED}{{{REGION}}}[$__range]))",
+                f"sum by (decision) ({SCHEDULED}{{{REGION}}})",
                 "{{decision}}",
                 instant=True,
             )
@@ -224,8 +257,8 @@ def overview() -> Dashboard:
         "Deferred and queued pods",
         "Pods sleeping until a low-carbon window, and pods in the scheduling queue.",
         [
-            prometheus_target("sum(carbon_scheduler_deferred_pods)", "deferred"),
-            prometheus_target("sum(carbon_scheduler_queue_pods)", "queued"),
+            prometheus_target("max(carbon_scheduler_deferred_pods)", "deferred"),
+            prometheus_target("max(carbon_scheduler_queue_pods)", "queued"),
         ],
         width=12,
         unit="short",
@@ -245,11 +278,10 @@ def overview() -> Dashboard:
     board.add(
         "bargauge",
         "Mean wait by class",
-        "Mean time from creation to placement over the time range.",
+        f"Mean time from creation to placement of the pods placed {SINCE_START}.",
         [
             prometheus_target(
-                f"sum by (task_class) (increase({WAIT}_sum[$__range])) / "
-                f"sum by (task_class) (increase({WAIT}_count[$__range]))",
+                f"sum by (task_class) ({WAIT}_sum) / sum by (task_class) ({WAIT}_count)",
                 "{{task_class}}",
                 instant=True,
             )
@@ -265,12 +297,12 @@ def overview() -> Dashboard:
         "bargauge",
         "Emissions: scheduled against carbon-blind",
         (
-            "Grams CO2eq of the pods that finished in the time range, as scheduled and as a "
+            f"Grams CO2eq of the pods that finished {SINCE_START}, as scheduled and as a "
             "carbon-blind scheduler would have run them (at once, in their home region)."
         ),
         [
             prometheus_target(
-                f"sum by (scenario) (increase({EMISSIONS}{{{REGION}}}[$__range]))",
+                f"sum by (scenario) ({EMISSIONS}{{{REGION}}})",
                 "{{scenario}}",
                 instant=True,
             )
@@ -283,11 +315,10 @@ def overview() -> Dashboard:
     board.add(
         "stat",
         "Grams CO2eq saved",
-        "Carbon-blind emissions minus scheduled emissions of the pods that finished in the time range.",
+        f"Carbon-blind emissions minus scheduled emissions of the pods that finished {SINCE_START}.",
         [
             prometheus_target(
-                f'sum(increase({EMISSIONS}{{scenario="carbon_blind"}}[$__range])) - '
-                f'sum(increase({EMISSIONS}{{scenario="scheduled"}}[$__range]))',
+                f'sum({EMISSIONS}{{scenario="carbon_blind"}}) - sum({EMISSIONS}{{scenario="scheduled"}})',
                 "saved",
                 instant=True,
             )
@@ -300,11 +331,10 @@ def overview() -> Dashboard:
     board.add(
         "stat",
         "Emissions saved",
-        "Saved grams as a share of the carbon-blind emissions.",
+        f"Saved grams as a share of the carbon-blind emissions, for the pods that finished {SINCE_START}.",
         [
             prometheus_target(
-                f'1 - sum(increase({EMISSIONS}{{scenario="scheduled"}}[$__range])) / '
-                f'sum(increase({EMISSIONS}{{scenario="carbon_blind"}}[$__range]))',
+                f'1 - sum({EMISSIONS}{{scenario="scheduled"}}) / sum({EMISSIONS}{{scenario="carbon_blind"}})',
                 "saved",
                 instant=True,
             )
@@ -333,10 +363,10 @@ def overview() -> Dashboard:
     board.add(
         "bargauge",
         "Emissions by class and scenario",
-        "Grams CO2eq of the finished pods of each class in the time range, as scheduled and carbon-blind.",
+        f"Grams CO2eq of each class's pods that finished {SINCE_START}, as scheduled and carbon-blind.",
         [
             prometheus_target(
-                f"sum by (task_class, scenario) (increase({EMISSIONS}{{{REGION}}}[$__range]))",
+                f"sum by (task_class, scenario) ({EMISSIONS}{{{REGION}}})",
                 "{{task_class}} {{scenario}}",
                 instant=True,
             )
@@ -348,10 +378,10 @@ def overview() -> Dashboard:
     board.add(
         "bargauge",
         "Energy by region and scenario",
-        "Estimated facility energy (PUE included) of the pods that finished in the time range.",
+        f"Estimated facility energy (PUE included) of the pods that finished {SINCE_START}.",
         [
             prometheus_target(
-                f"sum by (region, scenario) (increase({ENERGY}{{{REGION}}}[$__range])) / "
+                f"sum by (region, scenario) ({ENERGY}{{{REGION}}}) / "
                 f"{JOULES_PER_KILOWATT_HOUR:g}",
                 "{{region}} {{scenario}}",
                 instant=True,
@@ -381,7 +411,7 @@ def health() -> Dashboard:
         "state-timeline",
         "Region API servers up",
         "1 while the region's API server answers and the scheduler's cache of it is synced.",
-        [prometheus_target(f"carbon_scheduler_region_up{{{REGION}}}", "{{region}}")],
+        [prometheus_target(per_region(f"carbon_scheduler_region_up{{{REGION}}}"), "{{region}}")],
         width=12,
         height=6,
         mappings=UP_MAPPINGS,
@@ -392,7 +422,11 @@ def health() -> Dashboard:
         "stat",
         "Regions up",
         "Regions whose API server answers, out of all regions selected.",
-        [prometheus_target(f"sum(carbon_scheduler_region_up{{{REGION}}})", "up", instant=True)],
+        [
+            prometheus_target(
+                f"sum({per_region(f'carbon_scheduler_region_up{{{REGION}}}')})", "up", instant=True
+            )
+        ],
         width=4,
         height=6,
         decimals=0,
@@ -414,7 +448,7 @@ def health() -> Dashboard:
         "state-timeline",
         "Leader by replica",
         "Which replica held the leader Lease over time.",
-        [prometheus_target("carbon_scheduler_leader", "{{instance}}")],
+        [prometheus_target("max by (instance) (carbon_scheduler_leader)", "{{instance}}")],
         width=4,
         height=6,
         thresholds=[(None, "transparent"), (1, "green")],
@@ -458,7 +492,10 @@ def health() -> Dashboard:
         (
             "API errors",
             "carbon_scheduler_api_errors_total",
-            "Failed Kubernetes API calls other than bindings: list, watch, events, node labels.",
+            (
+                "Failed Kubernetes API calls other than bindings: list, watch, events, node labels. "
+                "Standbys watch too, so this sums the errors of every replica."
+            ),
         ),
     ):
         board.add(
@@ -479,7 +516,7 @@ def health() -> Dashboard:
     board.add(
         "timeseries",
         "Watch restarts per minute",
-        "Watches of nodes or pods that ended or failed and were opened again.",
+        "Watches of nodes or pods that ended or failed and were opened again, summed over every replica.",
         [
             prometheus_target(
                 f"60 * sum by (region, resource) (rate(carbon_scheduler_watch_restarts_total{{{REGION}}}[$__rate_interval]))",
@@ -498,7 +535,7 @@ def health() -> Dashboard:
             "Time since the observation of each region's latest carbon sample. A stale region "
             "(older than the configured limit) is marked in the panel beside."
         ),
-        [prometheus_target(f"carbon_scheduler_carbon_data_age_seconds{{{REGION}}}", "{{region}}")],
+        [prometheus_target(per_region(f"carbon_scheduler_carbon_data_age_seconds{{{REGION}}}"), "{{region}}")],
         width=8,
         unit=UNIT_SECONDS,
         custom=timeseries_options(),
@@ -508,7 +545,7 @@ def health() -> Dashboard:
         "state-timeline",
         "Stale carbon data",
         "1 while a region's latest carbon sample is older than the configured limit.",
-        [prometheus_target(f"carbon_scheduler_carbon_data_stale{{{REGION}}}", "{{region}}")],
+        [prometheus_target(per_region(f"carbon_scheduler_carbon_data_stale{{{REGION}}}"), "{{region}}")],
         width=4,
         mappings=[
             {

@@ -65,7 +65,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = false
+  auth-enabled = {auth_enabled}
   log-enabled = true
   access-log-path = "{root}/access.log"
   pprof-enabled = false
@@ -87,9 +87,12 @@ def free_port() -> int:
 class InfluxServer:
     """One influxd process and its folders; `start`, `stop` and `restart` keep the ports."""
 
-    def __init__(self, binary: str, root: Path) -> None:
+    def __init__(self, binary: str, root: Path, *, auth_enabled: bool = False) -> None:
         self.binary = binary
         self.root = root
+        # With authentication on, influxd accepts one unauthenticated request:
+        # CREATE USER ... WITH ALL PRIVILEGES, while no user exists yet.
+        self.auth_enabled = auth_enabled
         self.http_port = free_port()
         self.rpc_port = free_port()
         while self.rpc_port == self.http_port:
@@ -108,7 +111,12 @@ class InfluxServer:
         if self._process is not None:
             raise RuntimeError("influxd is already running")
         self.config_path.write_text(
-            _CONFIG_TEMPLATE.format(root=self.root, http_port=self.http_port, rpc_port=self.rpc_port)
+            _CONFIG_TEMPLATE.format(
+                root=self.root,
+                http_port=self.http_port,
+                rpc_port=self.rpc_port,
+                auth_enabled="true" if self.auth_enabled else "false",
+            )
         )
         # INFLUXDB_* variables override the config file, so none reach the server.
         environment = {key: value for key, value in os.environ.items() if not key.startswith("INFLUXDB_")}

@@ -111,8 +111,21 @@ BROKEN_STORE = [
         ['url = "http://carbon:hunter2@influxdb:8086"'],
         "regions.toml:4: store.url: must not contain credentials; set username and password_env or "
         "password_file in [store], so that no secret is written in this file, got "
-        '"http://carbon:hunter2@influxdb:8086"',
+        '"http://carbon:***@influxdb:8086"',
         id="credentials-in-url",
+    ),
+    pytest.param(
+        ['url = "http://influxdb:8086/?u=carbon&p=hunter2"'],
+        "regions.toml:4: store.url: must not have a query string or fragment; set the database with the "
+        'database key, got "http://influxdb:8086/?u=carbon&p=***"',
+        id="password-in-query",
+    ),
+    pytest.param(
+        ['url = "ftp://carbon:hunter2@host/file"'],
+        "regions.toml:4: store.url: unknown scheme 'ftp'; use a file path (\"carbon-history.db\"), \":memory:\", "
+        "sqlite:///relative/path, sqlite:////absolute/path or an InfluxDB URL (http://host:8086), "
+        'got "ftp://carbon:***@host/file"',
+        id="password-in-unknown-scheme",
     ),
     pytest.param(
         ['url = "http://influxdb:8086/?db=carbon"'],
@@ -177,6 +190,17 @@ BROKEN_STORE = [
 def test_broken_store_message(lines, expected):
     errors = errors_of(REGION + "[store]\n" + "\n".join(lines) + "\n")
     assert expected in errors, errors
+    assert not any("hunter2" in error for error in errors), errors
+
+
+def test_carbon_base_url_password_masked():
+    carbon = (
+        '[regions.eu-west.carbon]\nsource = "electricitymaps"\nzone = "GB"\n'
+        'base_url = "ftp://user:hunter2@api.example.com/?token=hunter2"\n'
+    )
+    errors = errors_of(REGION + carbon)
+    assert any('got "ftp://user:***@api.example.com/?token=***"' in error for error in errors), errors
+    assert not any("hunter2" in error for error in errors), errors
 
 
 def test_store_must_be_table():

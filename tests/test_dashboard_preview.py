@@ -498,7 +498,7 @@ def test_replay_dashboard_png_unwritable(tmp_path: Path) -> None:
     run = run_replay(tmp_path, blocker / "dashboards.png")
 
     assert run.returncode == 2
-    assert f"error: writing the dashboard PNG {blocker / 'dashboards.png'} failed" in run.stderr
+    assert f"{blocker / 'dashboards.png'} cannot be written, because {blocker} is a file, not a folder" in run.stderr
     assert "Traceback" not in run.stderr
 
 

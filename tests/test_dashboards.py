@@ -17,6 +17,7 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import Gauge
 
 from carbon_scheduler.store.base import EmissionRecord, ForecastPoint, Sample
 from carbon_scheduler.store.line_protocol import emission_line, forecast_line, sample_line
@@ -202,6 +203,111 @@ def test_dashboards_cover_every_dashboard_metric():
     families = {name.removesuffix("_total").removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for name in used}
     expected = {family.name for family in SchedulerMetrics().registry.collect()}
     assert expected - families == {"carbon_scheduler_replay_simulated_time_seconds"}
+
+
+def gauge_labels() -> dict[str, tuple[str, ...]]:
+    """Return the name and label names of every gauge that SchedulerMetrics registers."""
+    # prometheus-client has no public accessor for a metric's label names, and a
+    # labelled gauge without children exports no sample to read them from.
+    return {
+        metric._name: tuple(metric._labelnames)
+        for metric in vars(SchedulerMetrics()).values()
+        if isinstance(metric, Gauge)
+    }
+
+
+# An aggregation operator, an optional `by (...)` clause and the opening
+# parenthesis, directly before a gauge selector.
+_AGGREGATION_BEFORE = re.compile(r"\b(?P<operator>[a-z_]+)\s*(?:by\s*\((?P<labels>[^)]*)\)\s*)?\(\s*$")
+
+
+def gauge_aggregations(expression: str, gauges: set[str]) -> list[tuple[str, str | None, frozenset[str] | None]]:
+    """Return (gauge, operator, by-labels) for each gauge selector in a PromQL expression.
+
+    The operator is None when the selector is not the whole argument of an
+    aggregation, such as a bare selector or one inside arithmetic. The labels are
+    None for an aggregation without `by`.
+    """
+    found = []
+    for match in re.finditer(r"(?<![\w:])([a-z_:][\w:]*)(\{[^}]*\})?", expression):
+        name = match.group(1)
+        if name not in gauges:
+            continue
+        before = _AGGREGATION_BEFORE.search(expression[: match.start()])
+        after = expression[match.end() :].lstrip()
+        if before is None or not after.startswith(")"):
+            found.append((name, None, None))
+            continue
+        labels = before.group("labels")
+        by = frozenset(label.strip() for label in labels.split(",")) if labels is not None else None
+        found.append((name, before.group("operator"), by))
+    return found
+
+
+# Panels whose gauge queries aggregate otherwise than `max by (the gauge's
+# labels, region included)`, with the reason, as (operator, by-labels).
+GAUGE_AGGREGATION_EXCEPTIONS = {
+    # Counting the replicas that lead needs a sum: 1 is healthy, 0 or 2 is not.
+    ("health", "Replicas leading", "carbon_scheduler_leader"): ("sum", None),
+    # One series per replica is what this panel shows.
+    ("health", "Leader by replica", "carbon_scheduler_leader"): ("max", frozenset({"instance"})),
+    # The sum runs over the regions, after max by (region) has removed the replicas.
+    ("health", "Regions up", "carbon_scheduler_region_up"): ("max", frozenset({"region"})),
+}
+
+
+GAUGE_AGGREGATION_CASES = [
+    pytest.param('max by (region) (g{region=~"a|b"})', [("g", "max", frozenset({"region"}))], id="per-region"),
+    pytest.param("sum(max by (region, h) (g))", [("g", "max", frozenset({"region", "h"}))], id="nested"),
+    pytest.param("max(q)", [("q", "max", None)], id="no-labels"),
+    pytest.param('g{region="a"}', [("g", None, None)], id="bare-selector"),
+    pytest.param("sum(g * 2)", [("g", None, None)], id="arithmetic-inside"),
+    pytest.param("max by (region) (g) / counter_total", [("g", "max", frozenset({"region"}))], id="counter-ignored"),
+]
+
+
+@pytest.mark.parametrize(("expression", "expected"), GAUGE_AGGREGATION_CASES)
+def test_gauge_aggregations_parse(expression, expected):
+    assert gauge_aggregations(expression, {"g", "q"}) == expected
+
+
+def test_gauge_queries_aggregate_replicas():
+    """Standby replicas export the same gauges as the leader, so a gauge query that
+    keeps the instance label draws each region once per replica. Every gauge
+    must be the whole argument of `max by (region, ...)` over its own labels, or
+    of `max` when it has no labels, except for the panels in GAUGE_AGGREGATION_EXCEPTIONS."""
+    labels_of = gauge_labels()
+    checked = set()
+    for query in queries():
+        if query.datasource_kind != "prometheus":
+            continue
+        for gauge, operator, by in gauge_aggregations(query.expression, set(labels_of)):
+            key = (query.dashboard, query.panel, gauge)
+            checked.add(key)
+            where = f"{query}: {query.expression}"
+            assert operator is not None, f"{where}: {gauge} is not aggregated across replicas"
+            if key in GAUGE_AGGREGATION_EXCEPTIONS:
+                assert (operator, by) == GAUGE_AGGREGATION_EXCEPTIONS[key], where
+                continue
+            assert operator == "max", where
+            own_labels = set(labels_of[gauge])
+            if "region" in own_labels:
+                assert by is not None, f"{where}: {gauge} must keep its region label"
+                assert "region" in by, f"{where}: {gauge} must keep its region label"
+                assert by <= own_labels, f"{where}: grouping by {sorted(by - own_labels)} keeps replicas apart"
+            else:
+                assert by is None, f"{where}: {gauge} has no labels and needs a plain max()"
+    assert set(GAUGE_AGGREGATION_EXCEPTIONS) <= checked
+    # Every gauge except the replay clock is drawn somewhere, so none escapes the check.
+    assert {gauge for _, _, gauge in checked} == set(labels_of) - {"carbon_scheduler_replay_simulated_time_seconds"}
+
+
+def test_total_panels_read_counters_directly():
+    """Panels of totals use the counters' values: increase() over the time range
+    extrapolates and disagrees with the replay's table."""
+    for query in queries():
+        if query.datasource_kind == "prometheus":
+            assert "increase(" not in query.expression, f"{query}: {query.expression}"
 
 
 def test_forecast_panels_one_per_horizon():

@@ -7,6 +7,10 @@ replaced, goes through Prometheus' HTTP API or InfluxDB's /query, and each must
 return at least one series with samples. A panel that names a metric, field or
 tag that nothing writes gets an empty result and fails here.
 
+A second Prometheus scrapes the same replay under two instance labels, as the
+demo's Prometheus scrapes a leader and a standby that export the same gauges.
+The gauge panels must show each region once there too.
+
 Range queries span the wall-clock time of the run, shifted by the query's
 `offset`, because Prometheus only holds what it scraped during the test.
 """
@@ -27,7 +31,14 @@ from pathlib import Path
 import pytest
 
 from carbon_scheduler.config import load_config
-from tests.dashboard_queries import DASHBOARD_DIR, PanelQuery, panel_queries, promql_offsets_seconds
+from carbon_scheduler.telemetry.metrics import SchedulerMetrics
+from tests.dashboard_queries import (
+    DASHBOARD_DIR,
+    PanelQuery,
+    panel_queries,
+    promql_metric_names,
+    promql_offsets_seconds,
+)
 from tests.influxd import InfluxServer, free_port
 from tests.prometheus import PrometheusServer, find_binary
 
@@ -56,11 +67,25 @@ EXPECTED_SHARES = {
 
 
 class ReplayRun:
-    """Wall-clock times of one replay run and the servers that saw it."""
+    """Wall-clock times of one replay run, its summary.json and the servers that saw it.
 
-    def __init__(self, prometheus_server: PrometheusServer, influx: InfluxServer, start: float, end: float) -> None:
+    `prometheus` scrapes the replay once; `doubled` scrapes it twice, under two
+    instance labels, like two replicas.
+    """
+
+    def __init__(
+        self,
+        prometheus_server: PrometheusServer,
+        doubled: PrometheusServer,
+        influx: InfluxServer,
+        summary: dict,
+        start: float,
+        end: float,
+    ) -> None:
         self.prometheus = prometheus_server
+        self.doubled = doubled
         self.influx = influx
+        self.summary = summary
         self.start = start
         self.end = end
 
@@ -99,8 +124,12 @@ def replay_run(tmp_path_factory, influxd, prometheus_for_module):
     folder = tmp_path_factory.mktemp("dashboards-live")
     expected = folder / "expected.json"
     expected.write_text(json.dumps(EXPECTED_SHARES), encoding="utf-8")
+
     port = free_port()
     server = prometheus_for_module([f"127.0.0.1:{port}"])
+    # Two target addresses of the one loopback listener give two instance labels.
+    # Where localhost also resolves to ::1, Prometheus falls back to 127.0.0.1.
+    doubled = prometheus_for_module([f"127.0.0.1:{port}", f"localhost:{port}"])
     log_path = folder / "replay.log"
     command = [
         sys.executable, "-m", "carbon_scheduler.cli", "replay", str(TRACE),
@@ -125,9 +154,13 @@ def replay_run(tmp_path_factory, influxd, prometheus_for_module):
         wait_for_line(log_path, "replay finished", process, REPLAY_TIMEOUT_SECONDS)
         time.sleep(SETTLE_SECONDS)
         end = time.time()
+
         health = server.targets_health()
         assert [target["health"] for target in health] == ["up"], health
-        yield ReplayRun(server, influxd, start, end)
+        doubled_health = doubled.targets_health()
+        assert [target["health"] for target in doubled_health] == ["up", "up"], doubled_health
+        summary = json.loads((folder / "out" / "summary.json").read_text(encoding="utf-8"))
+        yield ReplayRun(server, doubled, influxd, summary, start, end)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -241,30 +274,84 @@ def test_region_variables_list_every_region(replay_run):
     assert sorted(value for _, value in statement["series"][0]["values"]) == regions
 
 
-def test_grams_saved_matches_emission_totals(replay_run):
-    """Both "Grams CO2eq saved" panels agree with the emission counters."""
-    query = next(
-        query for query in prometheus_queries(replay_run)
-        if query.panel == "Grams CO2eq saved" and query.dashboard == "overview"
-    )
-    (saved,) = replay_run.prometheus.query(query.expression, at=replay_run.end)
-    scraped = {
-        series["metric"]["scenario"]: [float(value) for _, value in series["values"]]
-        for series in replay_run.prometheus.query_range(
-            "sum by (scenario) (carbon_scheduler_emissions_grams_total)",
-            start=replay_run.start, end=replay_run.end, step=1.0,
-        )
-    }
-    blind, scheduled = scraped["carbon_blind"], scraped["scheduled"]
-    assert blind[-1] > scheduled[-1] > 0
-    # increase() counts only what grew between the first and last scrape, and
-    # extrapolates that to the window's edges by at most about one scrape
-    # interval. The replay may finish tasks before Prometheus' first scrape.
-    grown = (blind[-1] - blind[0]) - (scheduled[-1] - scheduled[0])
-    assert float(saved["value"][1]) == pytest.approx(grown, rel=0.15)
+def overview_query(run: ReplayRun, panel: str) -> PanelQuery:
+    (query,) = [query for query in prometheus_queries(run) if query.dashboard == "overview" and query.panel == panel]
+    return query
 
-    # InfluxDB contains every task, so its sums match the final counter values.
+
+def instant_value(server: PrometheusServer, expression: str, at: float) -> float:
+    (result,) = server.query(expression, at=at)
+    return float(result["value"][1])
+
+
+def test_grams_saved_matches_replay_summary(replay_run):
+    """The saving stats equal the replay's printed saving, which summary.json holds."""
+    emissions_kg = replay_run.summary["emissions_kg"]
+    expected_grams = (emissions_kg["baseline"] - emissions_kg["scheduler"]) * 1000
+    assert expected_grams > 0
+
+    saved = instant_value(
+        replay_run.prometheus, overview_query(replay_run, "Grams CO2eq saved").expression, replay_run.end
+    )
+    # summary.json rounds each total to 1 mg (6 decimals of a kilogram).
+    assert saved == pytest.approx(expected_grams, abs=0.002)
+
+    share = instant_value(
+        replay_run.prometheus, overview_query(replay_run, "Emissions saved").expression, replay_run.end
+    )
+    # saving_percent is rounded to 3 decimals.
+    assert share * 100 == pytest.approx(replay_run.summary["saving_percent"], abs=0.001)
+
+
+def test_influx_grams_saved_matches_replay_summary(replay_run):
+    """InfluxDB contains every task, so the history dashboard's saving equals the summary's."""
+    emissions_kg = replay_run.summary["emissions_kg"]
     influx_saved = next(query for query in influx_queries() if query.panel == "Grams CO2eq saved")
     (statement,) = influx_query(replay_run.influx, influx_saved.expression)["results"]
     (series,) = statement["series"]
-    assert series["values"][0][1] == pytest.approx(blind[-1] - scheduled[-1], rel=1e-6)
+    assert series["values"][0][1] == pytest.approx(
+        (emissions_kg["baseline"] - emissions_kg["scheduler"]) * 1000, abs=0.002
+    )
+
+
+def test_regions_up_with_two_replicas(replay_run):
+    (query,) = [query for query in prometheus_queries(replay_run) if query.panel == "Regions up"]
+    assert instant_value(replay_run.doubled, query.expression, replay_run.end) == len(region_names())
+
+
+# Gauges that are meant to differ per replica: the leader count and the leader by replica.
+PER_REPLICA_GAUGES = {"carbon_scheduler_leader"}
+
+
+def test_gauge_panels_same_with_two_replicas(replay_run):
+    """Every gauge-only panel query returns the same series and values whether
+    Prometheus scrapes the replay once or as two replicas."""
+    gauges = gauge_names()
+    compared = 0
+    for query in prometheus_queries(replay_run):
+        names = promql_metric_names(query.expression)
+        if not names <= gauges or names & PER_REPLICA_GAUGES:
+            continue
+        once = series_values(replay_run.prometheus, query.expression, replay_run.end)
+        twice = series_values(replay_run.doubled, query.expression, replay_run.end)
+        assert twice == once, f"{query}: {query.expression}"
+        compared += 1
+    assert compared >= 12
+
+
+def gauge_names() -> set[str]:
+    return {family.name for family in SchedulerMetrics().registry.collect() if family.type == "gauge"}
+
+
+def series_values(server: PrometheusServer, expression: str, at: float) -> dict[tuple, float]:
+    """Return {sorted labels: value} of an instant query.
+
+    A NaN or infinite value is kept as its text, so that two NaNs compare equal.
+    """
+    values = {}
+    for series in server.query(expression, at=at):
+        labels = tuple(sorted(series["metric"].items()))
+        assert labels not in values, f"{expression} returned {labels} twice"
+        value = float(series["value"][1])
+        values[labels] = value if math.isfinite(value) else str(value)
+    return values

@@ -562,6 +562,82 @@ def test_workload_is_read_without_problems(name, pod):
     assert task.requirements.request.memory == value(parse_quantity(requests["memory"]))
 
 
+# Requests of host pods that no manifest in deploy/ sets, as (milli-CPU, MiB):
+# minikube's kindnet DaemonSet and kubeadm's CoreDNS, and an allowance for the
+# CoreDNS that each vcluster runs on its own region node.
+ADDON_REQUESTS = {"kindnet": (100, 50), "coredns": (100, 70), "vcluster-coredns": (100, 70)}
+# The kubelet's default hard eviction threshold, which allocatable memory leaves out.
+EVICTION_RESERVE_MIB = 100
+# Share of a region node that must stay free in the worst case.
+MIN_FREE_SHARE = 0.25
+
+
+def requests_of(spec: dict[str, Any]) -> tuple[int, int]:
+    """Return the (milli-CPU, MiB) requests of a pod spec's containers."""
+    cpu = sum(milli_value(parse_quantity(entry["resources"]["requests"]["cpu"])) for entry in spec["containers"])
+    memory = sum(value(parse_quantity(entry["resources"]["requests"]["memory"])) for entry in spec["containers"])
+    return cpu, memory // 2**20
+
+
+def up_default(variable: str) -> str:
+    match = re.search(rf'^{variable}="\$\{{{variable}:-([^}}]+)\}}"$', script("up.sh"), re.MULTILINE)
+    assert match, f"up.sh sets no default for {variable}"
+    return match.group(1)
+
+
+def demo_patch(kind: str, name: str) -> list[dict[str, Any]]:
+    """Return the JSON patch operations that deploy/kustomization.yaml applies to one object."""
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text(encoding="utf-8"))
+    (patch,) = [
+        entry for entry in kustomization.get("patches", [])
+        if entry["target"] == {"kind": kind, "name": name}
+    ]
+    return yaml.safe_load(patch["patch"])
+
+
+def test_demo_pins_influxdb_to_control_plane():
+    """minikube's hostPath provisioner creates a writable volume folder only on
+    the control-plane node, and up.sh gives that node no region."""
+    operations = {operation["path"]: operation for operation in demo_patch("Deployment", "influxdb")}
+    assert operations["/spec/template/spec/nodeSelector"]["value"] == {"node-role.kubernetes.io/control-plane": ""}
+    (toleration,) = operations["/spec/template/spec/tolerations"]["value"]
+    assert toleration == {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+    assert "get nodes -l '!node-role.kubernetes.io/control-plane'" in script("up.sh")
+
+
+def test_demo_node_fits_max_pods_beside_host_pods():
+    """Every host pod that may land on one region node, plus max_pods of the
+    largest demo workload, leaves MIN_FREE_SHARE of the node free."""
+    host_pods = {
+        "scheduler": (SCHEDULER["spec"]["replicas"], requests_of(pod_spec(SCHEDULER))),
+        **{
+            part: (1, requests_of(pod_spec(find(DEPLOY / part / "deployment.yaml", "Deployment"))))
+            for part in ("prometheus", "grafana")
+        },
+        **{name: (1, addon) for name, addon in ADDON_REQUESTS.items()},
+    }
+    for region in REGIONS:
+        values = yaml.safe_load((DEPLOY / "vcluster" / f"{region}.yaml").read_text())
+        requests = values["controlPlane"]["statefulSet"]["resources"]["requests"]
+        host_pods[f"vcluster-{region}"] = (
+            1, (milli_value(parse_quantity(requests["cpu"])), value(parse_quantity(requests["memory"])) // 2**20)
+        )
+    host_cpu = sum(count * cpu for count, (cpu, _) in host_pods.values())
+    host_memory = sum(count * memory for count, (_, memory) in host_pods.values())
+
+    workloads = [requests_of(pod["spec"]) for _, pod in workload_pods()]
+    max_pods = max(region.max_pods for region in load_config(DEPLOY / "scheduler" / "regions.toml").regions)
+    task_cpu = max_pods * max(cpu for cpu, _ in workloads)
+    task_memory = max_pods * max(memory for _, memory in workloads)
+
+    node_cpu = int(up_default("MINIKUBE_CPUS")) * 1000
+    node_memory = int(up_default("MINIKUBE_MEMORY").removesuffix("mb")) - EVICTION_RESERVE_MIB
+    assert (host_cpu, task_cpu) == (1000, 1000), "update the arithmetic in deploy/up.sh"
+    assert (host_memory, task_memory) == (1598, 512), "update the arithmetic in deploy/up.sh"
+    assert host_cpu + task_cpu <= (1 - MIN_FREE_SHARE) * node_cpu
+    assert host_memory + task_memory <= (1 - MIN_FREE_SHARE) * node_memory
+
+
 def test_submit_script_sends_each_manifest():
     text = script("submit-workloads.sh")
     submitted = set(re.findall(r"^submit [a-z-]+ ([a-z]+\.yaml)$", text, re.MULTILINE))
@@ -655,7 +731,7 @@ def test_up_runs_every_step_against_fake_tools(fake_tools):
     assert result.stdout.strip().splitlines()[-1] == "http://192.168.49.2:31000"
 
     minikube = fake_tools.calls("minikube")
-    assert ["start", "-p", "carbon-demo", "--nodes", "4", "--cpus", "2", "--memory", "2200mb"] in minikube
+    assert ["start", "-p", "carbon-demo", "--nodes", "4", "--cpus", "3", "--memory", "3000mb"] in minikube
     (build,) = [call for call in minikube if "build" in call]
     assert build == ["-p", "carbon-demo", "image", "build", "--all", "-t", "carbon-scheduler:dev",
                      "-f", "deploy/Dockerfile", "."]

@@ -255,7 +255,7 @@ def test_influx_credentials_sources(name: str, argv: list[str], environ: dict[st
 def test_influx_options_need_influx_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     code = main(["replay", str(TRACE), "--out", str(tmp_path), "--influx-database", "x"])
     assert code == 2
-    assert "--influx-database apply to --influx URL" in capsys.readouterr().err
+    assert "--influx-database applies to --influx URL; add --influx URL or drop it" in capsys.readouterr().err
 
 
 def test_influx_username_without_password_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -8,6 +8,7 @@ delays, so backoff and Retry-After are checked without waiting.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import http.server
 import threading
@@ -351,9 +352,28 @@ def test_401_with_password_names_fix_not_secret(server: ScriptedServer, sleeps: 
     assert "check the username and password" in message
     assert "s3cret-Pa55" not in message
     assert "s3cret-Pa55" not in repr(store)
-    assert server.requests[0].param("u") == "reader"
-    assert server.requests[0].param("p") == "s3cret-Pa55"
-    assert "Authorization" not in server.requests[0].headers
+
+
+def test_password_sent_as_basic_auth(server: ScriptedServer, sleeps: list[float]) -> None:
+    server.script(Reply(204), Reply(200, b'{"results":[{"statement_id":0}]}'))
+    store = make_store(server, sleeps, username="reader", password="s3cret-Pa55:é")
+
+    store.write_samples(SAMPLES)
+    store.samples("eu-west", T0, T0 + 1)
+
+    assert len(server.requests) == 2
+    for request in server.requests:
+        scheme, _, encoded = request.headers["Authorization"].partition(" ")
+        assert scheme == "Basic"
+        assert base64.b64decode(encoded).decode("utf-8") == "reader:s3cret-Pa55:é"
+        assert "u" not in request.params
+        assert "p" not in request.params
+        assert "s3cret" not in request.path
+
+
+def test_username_with_colon_rejected() -> None:
+    with pytest.raises(ValueError, match="must not contain ':'"):
+        InfluxStore("http://127.0.0.1:8086", username="team:reader", password="pw")
 
 
 def test_token_sent_as_header_and_redacted(server: ScriptedServer, sleeps: list[float]) -> None:

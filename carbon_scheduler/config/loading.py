@@ -51,6 +51,7 @@ from carbon_scheduler.config.names import (
     qualified_name_problem,
 )
 from carbon_scheduler.config.reader import MISSING, REQUIRED, TableReader, in_range
+from carbon_scheduler.config.redaction import redact_url
 from carbon_scheduler.config.source_map import KeyPath, build_source_map, format_key_path
 from carbon_scheduler.config.types import (
     AbsoluteLevels,
@@ -922,9 +923,11 @@ class _SchemaReader(TableReader):
         self, table: dict[str, Any], path: KeyPath, options: dict[str, object]
     ) -> None:
         if "base_url" in table:
-            options["base_url"] = self.string(
-                table, path, "base_url", default=REQUIRED, check=_url_problem
-            )
+            base_url = self.string(table, path, "base_url", default=REQUIRED)
+            problem = _url_problem(base_url) if base_url else None
+            if problem is not None:
+                self.report(path + ("base_url",), problem, got=_masked(base_url))
+            options["base_url"] = base_url
         for key in ("timeout_seconds", "backoff_initial_seconds", "backoff_max_seconds"):
             if key in table:
                 options[key] = self.number(table, path, key, default=REQUIRED, above=0.0)
@@ -1059,7 +1062,7 @@ class _SchemaReader(TableReader):
             return self.resolve_store_file(_DEFAULT_STORE.url)
         found = table["url"]
         if not isinstance(found, str) or not found.strip():
-            self.report(path + ("url",), f"must be {STORE_URL_FORMS}", got=found)
+            self.report(path + ("url",), f"must be {STORE_URL_FORMS}", got=_masked(found))
             return None
         text = found.strip()
         if text == ":memory:":
@@ -1073,15 +1076,15 @@ class _SchemaReader(TableReader):
         if scheme in ("http", "https"):
             problem = _influx_url_problem(text)
             if problem is not None:
-                self.report(path + ("url",), problem, got=found)
+                self.report(path + ("url",), problem, got=_masked(found))
                 return None
             return text
-        self.report(path + ("url",), f"unknown scheme {scheme!r}; use {STORE_URL_FORMS}", got=found)
+        self.report(path + ("url",), f"unknown scheme {scheme!r}; use {STORE_URL_FORMS}", got=_masked(found))
         return None
 
     def sqlite_store_path(self, rest: str, path: KeyPath, found: str) -> str | None:
         if "?" in rest or "#" in rest:
-            self.report(path + ("url",), "a sqlite: URL must not have a query string or fragment", got=found)
+            self.report(path + ("url",), "a sqlite: URL must not have a query string or fragment", got=_masked(found))
             return None
         if not rest:
             return ":memory:"
@@ -1089,7 +1092,7 @@ class _SchemaReader(TableReader):
             self.report(
                 path + ("url",),
                 "a sqlite: URL must not name a host; use sqlite:///relative/path or sqlite:////absolute/path",
-                got=found,
+                got=_masked(found),
             )
             return None
         file = unquote(rest[1:])
@@ -1100,6 +1103,11 @@ class _SchemaReader(TableReader):
         if self.base_dir is not None and not os.path.isabs(expanded):
             expanded = os.path.normpath(self.base_dir / expanded)
         return expanded
+
+
+def _masked(found: object) -> object:
+    """Return a URL value with its password masked, so an error never prints a secret."""
+    return redact_url(found) if isinstance(found, str) else found
 
 
 def _influx_url_problem(url: str) -> str | None:

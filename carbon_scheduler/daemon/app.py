@@ -23,12 +23,15 @@ Leadership lost: stop taking new work, let in-flight API calls finish, cancel
 the loop, and start a fresh `Scheduler` (drained ones accept no work) for the
 next term, its queue filled from the caches.
 
-History: before the caches and pollers start, the daemon opens the store of
-`[store]` (a store that cannot be opened stops the start with exit code 2) and
-preloads each region's recent samples from it, then merges the source's own
-history in. Every sample, every forecast it plans on and every finished pod's
-emissions go to the store through a background writer (see `daemon.history`),
-so a store outage never blocks scheduling.
+History: once the cluster credentials have loaded, and before the caches and
+pollers start, the daemon opens the store of `[store]` (a store that cannot be
+opened raises StoreOpenError, which `cli` reports with exit code 2) and preloads
+each region's recent samples from it, then merges the source's own history in.
+Of that history, only samples newer than the region's newest stored one go to
+the store, at most an equal share of the writer's buffer per region. Every
+sample, every forecast it plans on and every finished pod's emissions go to the
+store through a background writer (see `daemon.history`), so a store outage
+never blocks scheduling.
 
 Staleness: after every poll and once a second, `StalenessMonitor` exports each
 region's data age and stale flag, logs transitions and, on the leader, warns
@@ -65,7 +68,13 @@ from carbon_scheduler.daemon.carbon_feed import (
     wall_step_seconds,
 )
 from carbon_scheduler.daemon.connections import ClusterConfigError, connect
-from carbon_scheduler.daemon.history import HistoryWriter, StoreOpenError, load_recent_samples, open_history_store
+from carbon_scheduler.daemon.history import (
+    HistoryWriter,
+    StoreOpenError,
+    load_recent_samples,
+    open_history_store,
+    select_backfill,
+)
 from carbon_scheduler.daemon.kubeapi import KubeClient, KubeError
 from carbon_scheduler.daemon.leader import LeaderElector, default_identity
 from carbon_scheduler.daemon.metrics_export import count_api_error, publish_forecast
@@ -78,7 +87,7 @@ from carbon_scheduler.daemon.staleness import StalenessMonitor
 from carbon_scheduler.daemon.state import RegionState
 from carbon_scheduler.forecasting import make_forecaster
 from carbon_scheduler.model import LEVEL_LABEL
-from carbon_scheduler.store.base import ForecastPoint, Store
+from carbon_scheduler.store.base import ForecastPoint, Sample, Store
 from carbon_scheduler.store.errors import StoreError
 
 log = structlog.get_logger(__name__)
@@ -91,7 +100,6 @@ STALENESS_CHECK_SECONDS = 1.0
 # restart are not counted again. A week covers the finished pods the caches
 # still contain, unless the cluster keeps finished pods for longer.
 ACCOUNTED_LOOKBACK_SECONDS = 7 * 86_400
-EXIT_STORE_ERROR = 2
 
 
 class _Clock:
@@ -164,6 +172,8 @@ class Daemon:
         self._written_issuances: dict[str, tuple[str, int]] = {}
         # (time, g/kWh) of the last sample stored per region.
         self._written_samples: dict[str, tuple[int, float]] = {}
+        # Time of the newest sample the store held at start, per region.
+        self._newest_stored: dict[str, int] = {}
         # Regions whose first poll of the source has ended.
         self._polled: set[str] = set()
         self.writer: HistoryWriter | None = None
@@ -175,17 +185,27 @@ class Daemon:
         runner = None
         background: list[asyncio.Task] = []
         try:
+            # The cluster credentials load first, so a daemon that exits on a
+            # cluster-config error leaves no SQLite file behind.
+            await self._connect()
+            # Opened before the caches sync, so a wrong lease_kubeconfig fails at once.
+            lease_client = await self._lease_client() if self.config.scheduler.leader_election else None
             try:
                 self.store = await asyncio.to_thread(open_history_store, self.config.store)
             except StoreOpenError as error:
-                log.error("store_open_failed", error=str(error))
-                return EXIT_STORE_ERROR
+                log.error("store_open_failed", key=f"store.{error.key}", error=error.problem)
+                raise
             self.writer = HistoryWriter(self.store)
             background.append(asyncio.create_task(self.writer.run(), name="history-writer"))
-            await self._connect()
+            self.accountant = EmissionAccountant(
+                self.regions,
+                settings=self.config.scheduler,
+                metrics=self.metrics,
+                writer=self.writer,
+                leading=lambda: self.leading,
+                clock=self.clock,
+            )
             await self._reload_history()
-            # Opened before the caches sync, so a wrong lease_kubeconfig fails at once.
-            lease_client = await self._lease_client() if self.config.scheduler.leader_election else None
             self.scheduler = self._new_scheduler()
             for runtime in self.regions.values():
                 runtime.cache.add_listener(self._on_cache_event)
@@ -365,14 +385,6 @@ class Daemon:
             )
             self.regions[spec.name] = RegionRuntime(spec, client, cache, RegionState(spec), feed)
             self.sources[spec.name] = make_source(spec, clock=source_clock)
-        self.accountant = EmissionAccountant(
-            self.regions,
-            settings=settings,
-            metrics=self.metrics,
-            writer=self.writer,
-            leading=lambda: self.leading,
-            clock=self.clock,
-        )
 
     async def _reload_history(self) -> None:
         """Preload every region's recent samples from the store, and the task ids
@@ -384,6 +396,7 @@ class Daemon:
             span = int(MAX_HISTORY_STEPS * wall_step_seconds(runtime.spec))
             samples = await load_recent_samples(self.store, runtime.name, now - span, now + 1)
             if samples:
+                self._newest_stored[runtime.name] = max(sample.time for sample in samples)
                 runtime.feed.preload([(sample.time, sample.intensity_g_per_kwh) for sample in samples])
                 self._publish_carbon(runtime)
         try:
@@ -539,13 +552,36 @@ class Daemon:
             log.warning("carbon_history_failed", region=runtime.name, error=str(error))
             return
         if self.writer is not None:
-            self.writer.add(samples)
+            self._store_backfill(runtime.name, samples, self.writer)
         # Samples already in the feed (from the store) win over the source's for the
         # same step, because the store is the daemon's own record of what it used.
         runtime.feed.preload([(sample.time, sample.intensity_g_per_kwh) for sample in samples])
         if runtime.feed.latest is not None:
             self._write_issuance(runtime)
             self._publish_carbon(runtime)
+
+    def _store_backfill(self, region: str, samples: list[Sample], writer: HistoryWriter) -> None:
+        """Queue the source's history for the store, except what the store holds.
+
+        A source with short steps (a scripted one of 40 s steps returns about
+        120,000 samples for eight weeks) would overflow the writer's buffer, so
+        each region gets an equal share of it and keeps its newest samples.
+        """
+        share = writer.capacity // max(1, len(self.regions))
+        backfill = select_backfill(
+            samples,
+            newest_stored=self._newest_stored.get(region),
+            limit=max(0, min(share, writer.capacity - writer.pending)),
+        )
+        writer.add(backfill.samples)
+        if backfill.already_stored or backfill.over_limit:
+            log.info(
+                "carbon_history_backfill_skipped",
+                region=region,
+                queued=len(backfill.samples),
+                already_stored=backfill.already_stored,
+                over_buffer_share=backfill.over_limit,
+            )
 
     async def _label_nodes(self, runtime: RegionRuntime) -> None:
         """Publish the region's level as a node label, so `kubectl get nodes -L` shows it.

@@ -86,10 +86,10 @@ def _in_cluster_configuration(region: RegionSpec, *, token_file: str, ca_file: s
         )
     except ConfigException as error:
         raise ClusterConfigError(
-            f"region {region.name}: in-cluster config failed: {error}. A region without "
+            f"region {region.name}: in-cluster config failed: {str(error).rstrip('.')}. A region without "
             "kubeconfig and context uses the pod's service account (KUBERNETES_SERVICE_HOST, "
             f"KUBERNETES_SERVICE_PORT, {token_file}); outside a cluster, set kubeconfig "
-            "and context for the region in regions.toml.",
+            "and context for it in the config file.",
             region=region.name,
         ) from error
     return configuration
@@ -102,7 +102,7 @@ async def _kubeconfig_configuration(region: RegionSpec) -> Configuration:
     if not present:
         raise ClusterConfigError(
             f"region {region.name}: kubeconfig file {_describe(paths)} not found; set "
-            "kubeconfig in regions.toml to an existing file, or remove kubeconfig and "
+            "kubeconfig to an existing file, or remove kubeconfig and "
             "context to use in-cluster config.",
             region=region.name,
         )
@@ -119,7 +119,7 @@ async def _kubeconfig_configuration(region: RegionSpec) -> Configuration:
     if region.context is None and not current:
         raise ClusterConfigError(
             f"region {region.name}: kubeconfig {where} has no current-context; set context "
-            f"in regions.toml to one of: {', '.join(sorted(names)) or '(none defined)'}.",
+            f"to one of: {', '.join(sorted(names)) or '(none defined)'}.",
             region=region.name,
         )
 

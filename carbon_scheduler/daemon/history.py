@@ -21,10 +21,12 @@ import asyncio
 import os
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from carbon_scheduler.config.redaction import redact_url
 from carbon_scheduler.config.types import StoreSettings
 from carbon_scheduler.store.base import EmissionRecord, ForecastPoint, Sample, Store
 from carbon_scheduler.store.errors import StoreError
@@ -45,7 +47,17 @@ _DONE, _RETRY, _DROPPED = "done", "retry", "dropped"
 
 
 class StoreOpenError(Exception):
-    """The configured store cannot be opened; the message names the [store] key to fix."""
+    """The configured store cannot be opened.
+
+    `key` is the [store] key to fix (such as `password_env`), and `problem`
+    states what is wrong and how to fix it. The command line prints both after
+    the configuration file's name and line.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"[store] {key}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
 def read_store_secret(settings: StoreSettings, name: str) -> str | None:
@@ -57,17 +69,26 @@ def read_store_secret(settings: StoreSettings, name: str) -> str | None:
         value = os.environ.get(env)
         if value is None or not value.strip():
             raise StoreOpenError(
-                f"[store] {name}_env names the environment variable {env}, which is not set or empty; "
-                f"set it to the InfluxDB {name}"
+                f"{name}_env",
+                f"the environment variable {env} is not set or empty; set it to the InfluxDB {name} "
+                f"before starting the daemon, or use {name}_file to read the {name} from a file",
             )
         return value.strip()
     if file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as error:
-            raise StoreOpenError(f"[store] {name}_file {file} cannot be read: {error}") from error
+        except OSError as error:
+            raise StoreOpenError(
+                f"{name}_file",
+                f"cannot read {file}: {error.strerror or error}; put the InfluxDB {name} in that file "
+                f"(such as a mounted Secret) or set {name}_file to the file that contains it",
+            ) from error
+        except UnicodeDecodeError as error:
+            raise StoreOpenError(
+                f"{name}_file", f"{file} is not UTF-8 text; put the InfluxDB {name} in it as plain text"
+            ) from error
         if not value:
-            raise StoreOpenError(f"[store] {name}_file {file} is empty; put the InfluxDB {name} in it")
+            raise StoreOpenError(f"{name}_file", f"{file} is empty; put the InfluxDB {name} in it")
         return value
     return None
 
@@ -77,6 +98,8 @@ def open_history_store(settings: StoreSettings) -> Store:
 
     Raises StoreOpenError naming the key to fix. Blocking: call it in a thread.
     """
+    if not settings.is_influx:
+        _check_sqlite_folder(settings.url)
     try:
         if not settings.is_influx:
             return open_store(settings.url)
@@ -88,7 +111,23 @@ def open_history_store(settings: StoreSettings) -> Store:
             token=read_store_secret(settings, "token"),
         )
     except (StoreError, ValueError, OSError) as error:
-        raise StoreOpenError(f"cannot open the store of [store] url = {settings.url!r}: {error}") from error
+        raise StoreOpenError("url", f"cannot open the store {redact_url(settings.url)!r}: {error}") from error
+
+
+def _check_sqlite_folder(location: str) -> None:
+    """Raise StoreOpenError when the folder of a SQLite file is missing, because
+    SQLite itself only reports "unable to open database file"."""
+    if location == ":memory:" or "://" in location:
+        return
+    folder = Path(location).absolute().parent
+    if folder.is_dir():
+        return
+    problem = "does not exist" if not folder.exists() else "is not a folder"
+    raise StoreOpenError(
+        "url",
+        f"cannot create the SQLite store {Path(location).absolute()}, because {folder} {problem}; "
+        "create the folder, or set url to a file in an existing folder",
+    )
 
 
 async def load_recent_samples(store: Store, region: str, start: int, end: int) -> list[Sample]:
@@ -101,6 +140,33 @@ async def load_recent_samples(store: Store, region: str, start: int, end: int) -
         return []
     log.info("store_history_loaded", region=region, samples=len(samples))
     return samples
+
+
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """The part of a source's history to store at start-up, and what was left out."""
+
+    samples: list[Sample]
+    # Samples at or before the newest one already stored for the region.
+    already_stored: int
+    # Newer samples left out, oldest first, so the backfill fits its share of the buffer.
+    over_limit: int
+
+
+def select_backfill(samples: Iterable[Sample], *, newest_stored: int | None, limit: int) -> Backfill:
+    """Choose the samples of a source's history to write to the store.
+
+    Only samples newer than `newest_stored` (the time of the region's newest
+    stored sample, None when it has none) are new to the store. Of those, the
+    newest `limit` are kept, so a source with short steps cannot fill the
+    writer's buffer and push out other records.
+    """
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, got {limit}")
+    ordered = sorted(samples, key=lambda sample: sample.time)
+    fresh = ordered if newest_stored is None else [sample for sample in ordered if sample.time > newest_stored]
+    kept = fresh[len(fresh) - limit :] if limit else []
+    return Backfill(kept, already_stored=len(ordered) - len(fresh), over_limit=len(fresh) - len(kept))
 
 
 class HistoryWriter:
@@ -128,6 +194,12 @@ class HistoryWriter:
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+    @property
+    def capacity(self) -> int:
+        """Maximum number of buffered records; beyond it `add` drops the oldest."""
+        assert self._buffer.maxlen is not None
+        return self._buffer.maxlen
 
     def add(self, records: Iterable[Record]) -> None:
         """Queue records for writing; never blocks and never raises for a store problem."""

@@ -93,8 +93,8 @@ class InfluxStore:
 
     `url` is the server's base address (`http://localhost:8086`, or with a path
     prefix behind a proxy). Give either `token` (sent as `Authorization: Token`,
-    for 2.x and 3.x) or `username` and `password` (the `u` and `p` parameters of
-    1.x), or neither. Writes go out in requests of at most `batch_size` lines.
+    for 2.x and 3.x) or `username` and `password` (sent with HTTP Basic
+    authentication, for 1.x), or neither. Writes go out in requests of at most `batch_size` lines.
     Each request times out after `timeout_seconds` and is retried up to
     `retries` times with exponential backoff starting at `backoff_seconds` (see
     `influx_http` for the policy). `sleep` waits between attempts; tests pass a

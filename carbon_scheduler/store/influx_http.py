@@ -13,11 +13,12 @@ replaces points that have the same series and timestamp, queries only read, and
 CREATE DATABASE does nothing when the database exists. So a request that timed
 out after reaching the server does no harm when sent again.
 
-Credentials. A token goes in an `Authorization: Token ...` header; a username and
-password go in the `u` and `p` query parameters, as InfluxDB 1.x expects. Log
-entries and error messages carry the URL path without its query string, and
-response bodies are trimmed and have any credential replaced before they are
-shown.
+Credentials. A token goes in an `Authorization: Token ...` header, and a username
+and password go in an `Authorization: Basic ...` header (RFC 7617), which
+InfluxDB 1.x accepts as well as the `u` and `p` query parameters. A header keeps
+the password out of the URLs that proxies and load balancers log. Log entries and
+error messages carry the URL path without its query string, and response bodies
+are trimmed and have any credential replaced before they are shown.
 
 Each request opens its own connection and closes it, so the client is safe to use
 from several threads and never reuses a connection that the server dropped.
@@ -26,6 +27,7 @@ NOTE: the connection goes straight to the server; HTTP(S)_PROXY settings are not
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import http.client
 import math
@@ -39,6 +41,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 
 from carbon_scheduler import __version__
+from carbon_scheduler.config.redaction import redact_url
 from carbon_scheduler.store.errors import (
     StoreAuthError,
     StoreConnectionError,
@@ -77,13 +80,25 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def basic_authorization(username: str, password: str) -> str:
+    """Return the `Authorization` header value of HTTP Basic authentication.
+
+    The scheme joins the two with a colon, so a username that contains one
+    cannot be sent. Non-ASCII text is sent as UTF-8.
+    """
+    if ":" in username:
+        raise ValueError("an InfluxDB username must not contain ':', which HTTP Basic authentication cannot send")
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {credentials}"
+
+
 def _split_base_url(url: str) -> tuple[bool, str, int | None, str]:
     """Validate a server's base URL and return (https, host, port, path prefix)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"InfluxDB url {url!r} must start with http:// or https://")
+        raise ValueError(f"InfluxDB url {redact_url(url)!r} must start with http:// or https://")
     if not parts.hostname:
-        raise ValueError(f"InfluxDB url {url!r} has no host; use e.g. http://localhost:8086")
+        raise ValueError(f"InfluxDB url {redact_url(url)!r} has no host; use e.g. http://localhost:8086")
     if parts.username is not None or parts.password is not None:
         raise ValueError(
             "InfluxDB url must not contain credentials; pass username and password "
@@ -97,7 +112,7 @@ def _split_base_url(url: str) -> tuple[bool, str, int | None, str]:
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"InfluxDB url {url!r} has an invalid port: {exc}") from None
+        raise ValueError(f"InfluxDB url {redact_url(url)!r} has an invalid port: {exc}") from None
     # The path is kept as a prefix, for servers behind a proxy at e.g. https://host/influx.
     return parts.scheme == "https", parts.hostname, port, parts.path.rstrip("/")
 
@@ -119,10 +134,12 @@ class InfluxHTTPClient:
     ) -> None:
         self._https, self._host, self._port, self._prefix = _split_base_url(url)
         self._ssl_context = ssl.create_default_context() if self._https else None
-        self._auth_params = {"u": username, "p": password} if username is not None else {}
         self._headers = {"User-Agent": f"carbon-scheduler/{__version__}"}
         if token is not None:
             self._headers["Authorization"] = f"Token {token}"
+        elif username is not None:
+            self._headers["Authorization"] = basic_authorization(username, password or "")
+        self._uses_token = token is not None
         self._secrets = [secret for secret in (password, token) if secret]
         self._timeout_seconds = timeout_seconds
         self._attempts = retries + 1
@@ -151,7 +168,7 @@ class InfluxHTTPClient:
         Raises StoreConnectionError or StoreUnavailableError once the retries are
         used up, and StoreRequestError or StoreAuthError at once for other statuses.
         """
-        target = f"{self._prefix}{path}?{urlencode({**params, **self._auth_params})}"
+        target = f"{self._prefix}{path}?{urlencode(params)}"
         headers = dict(self._headers)
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -225,9 +242,9 @@ class InfluxHTTPClient:
         body = self._trim(data)
         message = f"InfluxDB {method} {path} at {self.base_url} failed: HTTP {status}: {body}"
         if status in (401, 403):
-            if "Authorization" in self._headers:
+            if self._uses_token:
                 hint = "check the token"
-            elif self._auth_params:
+            elif "Authorization" in self._headers:
                 hint = "check the username and password"
             else:
                 hint = "the server requires credentials; pass a token or a username and password"

@@ -13,7 +13,8 @@ Accepted forms:
 The sqlite forms follow the SQLAlchemy URL convention, which Python
 deployments already use. For InfluxDB, credentials in the URL are moved into
 arguments (percent-decoded), `db` selects the database, and everything after the
-host is kept as a path prefix.
+host is kept as a path prefix. Messages show a location with its password
+masked (see `config.redaction`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
+from carbon_scheduler.config.redaction import redact_url
 from carbon_scheduler.store.base import Store
 from carbon_scheduler.store.influx import InfluxStore
 from carbon_scheduler.store.sqlite import SQLiteStore
@@ -61,18 +63,18 @@ def open_store(
         return SQLiteStore(_sqlite_path(text))
     if scheme in ("http", "https"):
         return _open_influx(text, token=token, username=username, password=password, database=database)
-    raise ValueError(f"store location {text!r} has the unknown scheme {scheme!r}; use {_FORMS}")
+    raise ValueError(f"store location {redact_url(text)!r} has the unknown scheme {scheme!r}; use {_FORMS}")
 
 
 def _sqlite_path(url: str) -> str:
     rest = url[len("sqlite://") :]
     if "?" in rest or "#" in rest:
-        raise ValueError(f"SQLite URL {url!r} must not have a query string or fragment")
+        raise ValueError(f"SQLite URL {redact_url(url)!r} must not have a query string or fragment")
     if not rest:
         return ":memory:"
     if not rest.startswith("/"):
         raise ValueError(
-            f"SQLite URL {url!r} names a host; use sqlite:///relative/path or sqlite:////absolute/path"
+            f"SQLite URL {redact_url(url)!r} names a host; use sqlite:///relative/path or sqlite:////absolute/path"
         )
     path = unquote(rest[1:])
     return path or ":memory:"
@@ -115,4 +117,4 @@ def _open_influx(
 def _reject_influx_options(options: dict[str, str | None], location: str) -> None:
     given = sorted(name for name, value in options.items() if value is not None)
     if given:
-        raise ValueError(f"{', '.join(given)} apply to InfluxDB URLs only, not to SQLite location {location!r}")
+        raise ValueError(f"{', '.join(given)} apply to InfluxDB URLs only, not to SQLite location {redact_url(location)!r}")
