@@ -399,6 +399,8 @@ async def measure_throughput(*, nodes: int, pending: int) -> dict[str, Any]:
         requests = (await fakes.ask("requests"))["requests"]
         metrics = await daemon.metrics()
         memory = daemon.memory()
+        # Read before _close, which removes the directory with the log.
+        loop_started = _log_time(daemon.log, "scheduler_started")
     finally:
         await _close(directory, fakes, daemon)
     span = (result["last"] - result["first"]) if result["bound"] > 1 else float("nan")
@@ -406,7 +408,6 @@ async def measure_throughput(*, nodes: int, pending: int) -> dict[str, Any]:
         name: _cpu_between(samples, name, result["first"], result["last"]) / span
         for name in ("daemon", "fakes")
     } if span == span and span > 0 else {}
-    loop_started = _log_time(daemon.log, "scheduler_started")
     from_loop = result["last_wall"] - loop_started if loop_started and result["last_wall"] else float("nan")
     decisions = sum(v for k, v in metrics.items() if k.startswith("carbon_scheduler_decisions_total"))
     decide_sum = metrics.get("carbon_scheduler_decision_duration_seconds_sum", 0.0)
