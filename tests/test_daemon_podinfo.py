@@ -795,3 +795,27 @@ def test_any_spec_gives_task_and_usage(spec: Any) -> None:
     if isinstance(spec, dict):
         assert usage["n1"].pods == 1
         assert usage["n1"].requested == pod_request(pod)
+
+
+def test_long_invalid_value_keeps_reason_in_message() -> None:
+    """A 5,000-character value is shortened in the Event message, so the reason and
+    the default applied still fit in the 1024 bytes an Event message may hold."""
+    from carbon_scheduler.daemon.scheduler import problem_message
+
+    pod = {
+        "metadata": {
+            "uid": "u-1", "name": "long", "namespace": "default",
+            "creationTimestamp": "2026-12-05T00:00:00Z",
+            "labels": {"carbon-scheduler.io/class": "deferrable"},
+            "annotations": {"carbon-scheduler.io/expected-duration": "x" * 5000},
+        },
+        "spec": {"containers": [{"name": "main"}]},
+    }
+    _, problems = task_from_pod(pod, region="eu-west", settings=SchedulerSettings(), region_names=("eu-west",))
+    (problem,) = problems
+
+    message = problem_message(problem)
+
+    assert len(message.encode()) < 1024
+    assert "(5000 characters)" in message
+    assert message.endswith("The default expected duration of 1h applies")

@@ -514,8 +514,7 @@ class Scheduler:
             if marker in self.problems_reported:
                 continue
             self.problems_reported.add(marker)
-            message = f"invalid {problem.key} {problem.value!r}: {problem.reason}"
-            await self._event(runtime, pod, "InvalidAnnotation", message, event_type="Warning")
+            await self._event(runtime, pod, "InvalidAnnotation", problem_message(problem), event_type="Warning")
 
     async def _event_once(self, runtime: RegionRuntime, pod: dict, reason: str, message: str, **kwargs) -> None:
         """Send an Event unless the same reason and message were last sent for this pod."""
@@ -570,3 +569,20 @@ def _created(pod: dict) -> float:
 
 def _grams(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.2f}"
+
+
+QUOTED_VALUE_MAX_CHARS = 80
+"""Longest annotation value quoted whole in an Event, so that a long value never
+pushes the reason and the applied default out of the 1024-byte message."""
+
+
+def problem_message(problem) -> str:
+    """Return the InvalidAnnotation Event message of `problem`, with a long value
+    shortened wherever it is quoted."""
+    value = problem.value
+    reason = problem.reason
+    if len(value) > QUOTED_VALUE_MAX_CHARS:
+        short = f"{value[:QUOTED_VALUE_MAX_CHARS - 20]}... ({len(value)} characters)"
+        reason = reason.replace(repr(value), repr(short)).replace(value, short)
+        value = short
+    return f"invalid {problem.key} {value!r}: {reason}"
