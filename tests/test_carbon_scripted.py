@@ -134,7 +134,15 @@ async def test_history_lists_step_starts():
         1000,
         1020,
     ]
-    assert await source.forecast() is None
+    forecast = await source.forecast()
+    # The forecast starts with the step playing now, which began at 1020.
+    assert [(point.time, point.intensity_g_per_kwh) for point in forecast[:4]] == [
+        (1020, 450.0),
+        (1030, 300.0),
+        (1045, 450.0),
+        (1065, 450.0),
+    ]
+    assert {point.issued_at for point in forecast} == {1021}
 
 
 def test_schedule_region_option():

@@ -1,16 +1,18 @@
-"""The source history that the daemon stores at start: only samples the store lacks,
-and never more than the writer's buffer holds."""
+"""The source history that the daemon stores at start: only a live provider's, only
+samples the store lacks, and never more than the writer's buffer holds. Static,
+replay and scripted sources store only what they report while the daemon runs."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from carbon_scheduler.daemon.history import MAX_BUFFERED_RECORDS, select_backfill
+from carbon_scheduler.daemon.history import select_backfill
 from carbon_scheduler.store import Sample
 from tests.daemon_harness import Daemon, daemon_environment, free_port, wait_until
 from tests.kubefake.fixtures import FakeRegions
@@ -50,7 +52,7 @@ def test_select_backfill_rejects_negative_limit() -> None:
 
 
 def write_config(folder: Path, clusters: FakeRegions) -> Path:
-    (folder / "schedule.toml").write_text("[[steps]]\nseconds = 40\neu-west = 120\n")
+    (folder / "schedule.toml").write_text("[[steps]]\nseconds = 2\neu-west = 120\n[[steps]]\nseconds = 2\neu-west = 480\n")
     lines = ["[store]", 'url = "history.db"', ""]
     for name in clusters:
         carbon = (
@@ -101,38 +103,47 @@ def stored_times(database: Path, region: str) -> list[int]:
 
 
 @pytest.mark.asyncio
-async def test_scripted_backfill_bounded_across_restarts(tmp_path: Path, clusters: FakeRegions) -> None:
+async def test_synthetic_history_not_stored(tmp_path: Path, clusters: FakeRegions) -> None:
     config = write_config(tmp_path, clusters)
     database = tmp_path / "history.db"
-    share = MAX_BUFFERED_RECORDS // len(clusters)
 
+    first_start = int(time.time())
     first = await launch(tmp_path, config, "first")
     try:
-        await wait_until(lambda: len(stored_times(database, "eu-west")) >= share, timeout=60, what="backfill stored")
+        await wait_until(lambda: len(stored_times(database, "eu-west")) >= 3, timeout=30, what="polled samples stored")
     finally:
         assert await first.stop() == 0, first.log.read_text()[-3000:]
     first_log = first.log.read_text()
     after_first = stored_times(database, "eu-west")
 
-    # Eight weeks of 40 s steps is about 120,000 samples; only the newest share is
-    # stored, plus the samples polled while the daemon ran.
-    assert share <= len(after_first) <= share + 5
-    assert after_first[1] - after_first[0] == 40
+    # The schedule has 2 s steps, so eight weeks of made-up history would be
+    # millions of samples. The store gets only the steps polled while running.
+    assert after_first[0] >= first_start
+    assert len(after_first) <= int(time.time()) - first_start + 2
+    assert "carbon_history_backfill_skipped" not in first_log
     assert "store_buffer_full" not in first_log
-    assert first_log.count('"carbon_history_backfill_skipped"') == 1
-    assert f'"queued": {share}' in first_log
+    # The scripted region plans on its own schedule from the first outlook on.
+    assert '"provider_forecast_used"' in first_log
+    assert "provider_forecast_fallback" not in first_log
+    # A static source reports hourly steps, so the one polled is the current hour.
+    for region in ("us-east", "asia-east"):
+        static_times = stored_times(database, region)
+        assert len(static_times) == 1
+        assert first_start - 3600 < static_times[0] <= first_start
 
+    second_start = int(time.time())
     second = await launch(tmp_path, config, "second")
     try:
-        await wait_until(lambda: "carbon_history_backfill_skipped" in second.log.read_text(), timeout=30,
-                         what="backfill logged")
+        await wait_until(
+            lambda: len(stored_times(database, "eu-west")) >= len(after_first) + 3, timeout=30, what="restart samples"
+        )
     finally:
         assert await second.stop() == 0, second.log.read_text()[-3000:]
     second_log = second.log.read_text()
     after_second = stored_times(database, "eu-west")
 
-    # The restart anchors the steps at its own start, so none of its history is
-    # newer than what the first run stored except the steps since then.
-    assert len(after_second) - len(after_first) <= 5
-    assert "store_buffer_full" not in second_log
-    assert '"already_stored": ' in second_log
+    # The restart reloads what the first run stored and adds only its own polls.
+    assert '"store_history_loaded"' in second_log
+    assert "carbon_history_backfill_skipped" not in second_log
+    assert after_second[: len(after_first)] == after_first
+    assert all(moment >= second_start for moment in after_second[len(after_first) :])

@@ -26,8 +26,13 @@ fall clearly apart; set [levels] to suit the thresholds of `regions.toml`.
 
 `parse_schedule` collects every problem before it raises one ScheduleError, whose
 lines read FILE:LINE: KEY: problem, like the errors of `regions.toml`. Samples
-carry the wall time at which their step began, rounded down to the second; there
-is no forecast.
+carry the wall time at which their step began, rounded down to the second.
+
+The schedule is deterministic, so `forecast()` returns the schedule itself: one
+point per step start, from the step playing now for at least
+`FORECAST_SHORTEST_STEPS` of the schedule's shortest steps. The daemon plans a
+scripted region on this forecast whatever `forecaster` is set, because a model
+fitted to a few seconds of samples would predict values that never play.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ MIN_STEP_SECONDS = 1.0
 # A schedule is meant to cycle within a demo; a year is far beyond any demo.
 MAX_STEP_SECONDS = 365 * 86_400.0
 MAX_HISTORY_SAMPLES = 1_000_000
+# The daemon plans `planning_horizon_hours + 24` wall steps ahead, and a scripted
+# region's wall step is its shortest step, so this covers planning horizons up
+# to 336 hours.
+# NOTE: with a longer horizon the forecast falls short and the daemon logs
+# provider_forecast_fallback and plans on the model forecaster instead.
+FORECAST_SHORTEST_STEPS = 360
 STRING_SOURCE = "<string>"
 _TOP_KEYS = ("levels", "steps")
 
@@ -88,6 +99,10 @@ class Schedule:
     @property
     def cycle_seconds(self) -> float:
         return sum(step.seconds for step in self.steps)
+
+    @property
+    def shortest_step_seconds(self) -> float:
+        return min(step.seconds for step in self.steps)
 
 
 def load_schedule(path: str | Path) -> Schedule:
@@ -299,6 +314,7 @@ class ScriptedSource:
             offsets.append(offsets[-1] + step.seconds)
         self._offsets = offsets
         self._cycle = offsets[-1]
+        self._forecast_seconds = FORECAST_SHORTEST_STEPS * schedule.shortest_step_seconds
         self._clock = clock
         self.started_at = clock.time() if started_at is None else float(started_at)
 
@@ -342,8 +358,25 @@ class ScriptedSource:
                 cycle, index = cycle + 1, 0
         return samples
 
-    async def forecast(self) -> list[ForecastPoint] | None:
-        return None
+    async def forecast(self) -> list[ForecastPoint]:
+        """Return the schedule's coming steps, starting with the step playing now,
+        until `FORECAST_SHORTEST_STEPS` shortest steps after now."""
+        now = self._clock.time()
+        issued_at = math.floor(now)
+        cycle, index = self._locate(now)
+        steps = len(self._values)
+        points = []
+        while True:
+            sample = self._sample(cycle, index)
+            if points and sample.time > now + self._forecast_seconds:
+                break
+            points.append(
+                ForecastPoint(self.region, issued_at, sample.time, sample.intensity_g_per_kwh, NAME)
+            )
+            index += 1
+            if index == steps:
+                cycle, index = cycle + 1, 0
+        return points
 
     async def aclose(self) -> None:
         return None

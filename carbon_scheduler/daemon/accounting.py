@@ -7,12 +7,12 @@ latest `finishedAt` of its terminated containers, else the time the daemon saw i
 finish. Energy and emissions use the policy functions that replay uses: the
 region's energy model and PUE applied to the pod's requests
 (`facility_power_kw`), and the region's intensity history integrated over the run
-(`Outlook.integral`). The counterfactual runs the same duration in the home
+(`integrate_history`), each sample holding until the next. The counterfactual runs the same duration in the home
 region (where the pod was submitted), started when the pod was created there.
 
 Intensity outside the known history: a run that starts before the region's
 oldest sample in memory is priced at that sample's value for the uncovered part,
-and one that outlasts the newest sample at the newest value, as the outlook
+and one that outlasts the newest sample at the newest value, as an outlook
 holds its last value. Such a record is logged as estimated. A region with no
 sample at all gives no record, and a warning.
 
@@ -26,7 +26,6 @@ Prometheus counters under the scenarios `scheduled` and `carbon_blind`.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,6 @@ from carbon_scheduler.daemon.moves import origin_of
 from carbon_scheduler.daemon.podinfo import is_finished, is_ours, is_unbound_pending, parse_rfc3339, task_from_pod
 from carbon_scheduler.daemon.runtime import RegionRuntime
 from carbon_scheduler.policy.energy import emissions_g, energy_kwh, facility_power_kw
-from carbon_scheduler.policy.windows import Outlook
 from carbon_scheduler.store.base import EmissionRecord
 from carbon_scheduler.telemetry.metrics import SCENARIO_CARBON_BLIND, SCENARIO_SCHEDULED, SchedulerMetrics
 
@@ -63,19 +61,21 @@ class Integral:
 
 def integrate_history(feed: CarbonFeed, start: float, end: float) -> Integral | None:
     """Integrate `feed`'s intensity history over [start, end), or return None when
-    the feed has no sample. Samples hold until the next one, as trace steps do."""
+    the feed has no sample. Each sample holds until the next one, as trace steps
+    do, however irregular their spacing. The part before the first sample is
+    priced at its value, and the part after the newest at the newest value."""
     times, values = feed.history_between(start, end)
     if not times:
         return None
-    step = max(1, round(feed.wall_step_seconds))
     origin = times[0]
-    steps = max(1, math.ceil((max(end, times[-1] + step) - origin) / step))
-    grid = origin + step * np.arange(steps, dtype=float)
-    held = np.asarray(values, dtype=float)[np.searchsorted(times, grid, side="right") - 1]
-    outlook = Outlook.build(feed.region.name, origin, step, float(held[0]), held[1:])
-    intensity_hours = outlook.integral(max(start, origin), end)
+    # Sample i applies over [times[i], times[i + 1]), and the last one until `end`.
+    starts = np.asarray(times, dtype=float)
+    ends = np.append(starts[1:], max(end, starts[-1]))
+    overlap = np.clip(np.minimum(ends, end) - np.maximum(starts, start), 0.0, None)
+    intensity_hours = float(np.dot(overlap, np.asarray(values, dtype=float))) / 3600.0
     if start < origin:
-        intensity_hours += values[0] * (origin - start) / 3600.0
+        intensity_hours += values[0] * (min(origin, end) - start) / 3600.0
+    step = max(1, round(feed.wall_step_seconds))
     last_known = feed.times[-1] + step if feed.times else origin
     return Integral(intensity_hours, covered=start >= origin and end <= last_known)
 

@@ -27,11 +27,12 @@ History: once the cluster credentials have loaded, and before the caches and
 pollers start, the daemon opens the store of `[store]` (a store that cannot be
 opened raises StoreOpenError, which `cli` reports with exit code 2) and preloads
 each region's recent samples from it, then merges the source's own history in.
-Of that history, only samples newer than the region's newest stored one go to
-the store, at most an equal share of the writer's buffer per region. Every
-sample, every forecast it plans on and every finished pod's emissions go to the
-store through a background writer (see `daemon.history`), so a store outage
-never blocks scheduling.
+Only a live provider's history goes to the store, because static, replay and
+scripted sources make theirs up. Of it, only samples newer than the region's
+newest stored one are written, at most an equal share of the writer's buffer
+per region. Every polled sample, every forecast it plans on and every finished
+pod's emissions go to the store through a background writer (see
+`daemon.history`), so a store outage never blocks scheduling.
 
 Staleness: after every poll and once a second, `StalenessMonitor` exports each
 region's data age and stale flag, logs transitions and, on the leader, warns
@@ -65,12 +66,14 @@ from carbon_scheduler.daemon.carbon_feed import (
     CarbonFeed,
     poll_interval_seconds,
     stale_limit_seconds,
+    uses_source_forecast,
     wall_step_seconds,
 )
 from carbon_scheduler.daemon.connections import ClusterConfigError, connect
 from carbon_scheduler.daemon.history import (
     HistoryWriter,
     StoreOpenError,
+    backfills_store,
     load_recent_samples,
     open_history_store,
     select_backfill,
@@ -373,7 +376,7 @@ class Daemon:
                 wall_step_seconds=wall_step_seconds(spec),
                 horizon_hours=settings.planning_horizon_hours,
                 stale_after_seconds=stale_limit_seconds(spec),
-                use_provider_forecast=use_provider,
+                use_provider_forecast=use_provider or uses_source_forecast(spec),
                 clock=self.clock,
             )
             cache = ClusterCache(
@@ -551,8 +554,14 @@ class Daemon:
         except (SourceError, ValueError) as error:
             log.warning("carbon_history_failed", region=runtime.name, error=str(error))
             return
-        if self.writer is not None:
+        # A synthetic source's history is made up, so only live providers' goes
+        # to the store.
+        if self.writer is not None and backfills_store(runtime.spec):
             self._store_backfill(runtime.name, samples, self.writer)
+        # The first outlook is planned from this history, so it needs the
+        # source's forecast now rather than at the next step.
+        if runtime.feed.use_provider_forecast:
+            await self._fetch_provider_forecast(runtime, source)
         # Samples already in the feed (from the store) win over the source's for the
         # same step, because the store is the daemon's own record of what it used.
         runtime.feed.preload([(sample.time, sample.intensity_g_per_kwh) for sample in samples])
@@ -563,9 +572,8 @@ class Daemon:
     def _store_backfill(self, region: str, samples: list[Sample], writer: HistoryWriter) -> None:
         """Queue the source's history for the store, except what the store holds.
 
-        A source with short steps (a scripted one of 40 s steps returns about
-        120,000 samples for eight weeks) would overflow the writer's buffer, so
-        each region gets an equal share of it and keeps its newest samples.
+        A source with short steps would overflow the writer's buffer, so each
+        region gets an equal share of it and keeps its newest samples.
         """
         share = writer.capacity // max(1, len(self.regions))
         backfill = select_backfill(

@@ -18,17 +18,27 @@ Provider forecasts: with `use_provider_forecast`, each new step plans on the
 forecast last given to `set_provider_forecast` when that forecast is usable (see
 `provider_forecast_problem`), and on the model forecaster otherwise. A switch
 between the two is logged once, not at every step.
+
+Scripted sources: a scripted region's wall step is the shortest step of its
+schedule, so polls, the staleness limit and the emission integral follow the
+schedule. Its samples are stamped with wall times, as a replay's are. The
+region always plans on the source's own forecast (`uses_source_forecast`),
+whatever the `forecaster` setting. The schedule is deterministic, so that forecast is
+exact, while a model forecaster reads each sample as one hourly step and
+predicts values the schedule never plays.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import structlog
 
+from carbon_scheduler.carbon.scripted import load_schedule
 from carbon_scheduler.config.types import CarbonSourceKind, RegionSpec
 from carbon_scheduler.forecasting import Forecaster
 from carbon_scheduler.model import Level
@@ -50,21 +60,74 @@ the value has been superseded twice, which means an outage."""
 _NOT_PLANNED = "not planned yet"
 
 
+# (shortest, longest) step of each schedule file, keyed by path, modification
+# time and size, so a daemon parses each schedule once and an edited file is
+# read again.
+_schedule_steps: dict[tuple[str, int, int], tuple[float, float]] = {}
+
+
+def _step_range(path: str) -> tuple[float, float]:
+    """Return the shortest and the longest step in seconds of the schedule at
+    `path`. Raises ScheduleError for an unreadable or invalid schedule."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        # load_schedule raises the error that names the file and the fix.
+        load_schedule(path)
+        raise
+    key = (path, status.st_mtime_ns, status.st_size)
+    if key not in _schedule_steps:
+        lengths = [step.seconds for step in load_schedule(path).steps]
+        _schedule_steps[key] = (min(lengths), max(lengths))
+    return _schedule_steps[key]
+
+
+def _schedule_path(region: RegionSpec) -> str:
+    assert region.carbon is not None
+    path = region.carbon.options.get("schedule")
+    if path is None:
+        raise ValueError(
+            f"region {region.name}: a scripted source needs schedule, the path of its schedule file"
+        )
+    return str(path)
+
+
 def wall_step_seconds(region: RegionSpec) -> float:
     """Wall-clock seconds that one source step lasts: `seconds_per_hour` for a
-    replayed trace, an hour for live sources."""
+    replayed trace, the shortest step of the schedule for a scripted source, an
+    hour for static and live sources.
+
+    NOTE: a schedule whose steps are not whole multiples of its shortest step
+    (4 s and 6 s) puts some forecast step boundaries up to one wall step late,
+    because the outlook has one value per wall step.
+    """
     carbon = region.carbon
-    if carbon is not None and carbon.kind is CarbonSourceKind.REPLAY and carbon.seconds_per_hour:
+    if carbon is None:
+        return 3600.0
+    if carbon.kind is CarbonSourceKind.REPLAY and carbon.seconds_per_hour:
         return float(carbon.seconds_per_hour)
+    if carbon.kind is CarbonSourceKind.SCRIPTED:
+        return _step_range(_schedule_path(region))[0]
     return 3600.0
+
+
+def uses_source_forecast(region: RegionSpec) -> bool:
+    """Return True when the region plans on its source's forecast whatever the
+    `forecaster` setting: a scripted source, whose forecast is its schedule."""
+    return region.carbon is not None and region.carbon.kind is CarbonSourceKind.SCRIPTED
 
 
 def stale_limit_seconds(region: RegionSpec) -> float:
     """Return the region's staleness limit: `stale_after_seconds` of its carbon
-    table, else `STALE_AFTER_STEPS` wall-clock steps."""
+    table, else `STALE_AFTER_STEPS` wall-clock steps. A scripted schedule's
+    longest step may outlast three of its shortest, so its limit is at least the
+    longest step plus one shortest step, the age at which a sample is late."""
     carbon = region.carbon
     if carbon is not None and carbon.stale_after_seconds is not None:
         return carbon.stale_after_seconds
+    if carbon is not None and carbon.kind is CarbonSourceKind.SCRIPTED:
+        shortest, longest = _step_range(_schedule_path(region))
+        return max(STALE_AFTER_STEPS * shortest, longest + shortest)
     return STALE_AFTER_STEPS * wall_step_seconds(region)
 
 
@@ -182,7 +245,10 @@ class CarbonFeed:
         if len(self.times) > MAX_HISTORY_STEPS:
             del self.times[: len(self.times) - MAX_HISTORY_STEPS]
             del self.values[: len(self.values) - MAX_HISTORY_STEPS]
-        self._plan(time, intensity_g_per_kwh, received_at=now, origin=int(now))
+        # A scripted forecast is exact in wall time, so its outlook starts where the
+        # step started and the forecast steps line up with the schedule's.
+        origin = time if uses_source_forecast(self.region) else int(now)
+        self._plan(time, intensity_g_per_kwh, received_at=now, origin=origin)
         log.info(
             "carbon_sample",
             region=self.region.name,
@@ -240,24 +306,30 @@ class CarbonFeed:
             return ForecastProblem(
                 "stale", f"the forecast was issued {age:.0f} s ago, over the {self.stale_after_seconds:g} s limit"
             )
-        step = self.source_step_seconds
+        step = self.wall_step_seconds
         if points[0].time > time + step:
             return ForecastProblem("late", "the forecast starts after the next step")
-        if points[-1].time + step < time + self.horizon_hours * 3600:
-            covered = (points[-1].time + step - time) / 3600
+        # The planning horizon in wall seconds: hours of source time, each lasting
+        # one wall step. Live sources have equal steps, so this is horizon_hours.
+        horizon = self.horizon_hours * 3600 * self.wall_step_seconds / self.source_step_seconds
+        if points[-1].time + step < time + horizon:
+            covered = (points[-1].time + step - time) * self.source_step_seconds / self.wall_step_seconds / 3600
             return ForecastProblem(
                 "short", f"the forecast covers {covered:.1f} h, less than the {self.horizon_hours} h planning horizon"
             )
         return None
 
     def _provider_values(self, time: int) -> np.ndarray:
-        """Resample the provider forecast onto the feed's steps after `time`. Each
-        step takes the forecast point at or before it, and steps past the last
-        point keep its value."""
+        """Resample the provider forecast onto the feed's wall steps after `time`.
+        Each step takes the forecast point at or before it, and steps past the
+        last point keep its value."""
         assert self.provider_forecast is not None
         point_times = np.array([point.time for point in self.provider_forecast], dtype=float)
         point_values = np.array([point.intensity_g_per_kwh for point in self.provider_forecast], dtype=float)
-        step_times = time + self.source_step_seconds * np.arange(1, self.horizon_steps + 1, dtype=float)
+        # Sample and forecast times are wall times, so the grid uses the wall step
+        # that the outlook and the issuance points use.
+        wall_step = max(1, round(self.wall_step_seconds))
+        step_times = time + wall_step * np.arange(1, self.horizon_steps + 1, dtype=float)
         index = np.clip(np.searchsorted(point_times, step_times, side="right") - 1, 0, point_times.size - 1)
         return point_values[index]
 

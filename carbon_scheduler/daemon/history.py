@@ -27,7 +27,7 @@ from pathlib import Path
 import structlog
 
 from carbon_scheduler.config.redaction import redact_url
-from carbon_scheduler.config.types import StoreSettings
+from carbon_scheduler.config.types import CarbonSourceKind, RegionSpec, StoreSettings
 from carbon_scheduler.store.base import EmissionRecord, ForecastPoint, Sample, Store
 from carbon_scheduler.store.errors import StoreError
 from carbon_scheduler.store.opening import open_store
@@ -140,6 +140,19 @@ async def load_recent_samples(store: Store, region: str, start: int, end: int) -
         return []
     log.info("store_history_loaded", region=region, samples=len(samples))
     return samples
+
+
+SYNTHETIC_SOURCES = frozenset({CarbonSourceKind.STATIC, CarbonSourceKind.REPLAY, CarbonSourceKind.SCRIPTED})
+"""Sources whose history the daemon makes up at start: a constant, a trace laid
+over past wall times, or a schedule run backwards. The store is a record of grid
+data that dashboards and relative levels read later, so it gets only the
+samples such a source reports while the daemon runs."""
+
+
+def backfills_store(region: RegionSpec) -> bool:
+    """Return True when the source's history at start-up belongs in the store:
+    only live providers, whose history is real past grid data."""
+    return region.carbon is not None and region.carbon.kind not in SYNTHETIC_SOURCES
 
 
 @dataclass(frozen=True, slots=True)
