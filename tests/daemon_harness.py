@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,15 +20,10 @@ import pytest
 import pytest_asyncio
 
 from tests.kubefake.fixtures import FakeRegions, running_regions
+from tests.influxd import free_port
 
 INTENSITY = {"eu-west": 100.0, "us-east": 400.0, "asia-east": 450.0}
 CAP = 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(path: Path, regions: FakeRegions, intensity: dict[str, float], *, max_pods: int = CAP) -> Path:

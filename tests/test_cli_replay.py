@@ -122,8 +122,9 @@ def test_tasks_csv_matches_summary(demo_run) -> None:
 def test_console_script_matches_module(demo_run, tmp_path) -> None:
     """The `replay` command installed next to the interpreter gives the same summary
     as `python -m carbon_scheduler.cli replay`."""
-    if not REPLAY_SCRIPT.is_file():
-        pytest.skip(f"no `replay` console script at {REPLAY_SCRIPT}; install the package to create it")
+    assert REPLAY_SCRIPT.is_file(), (
+        f"no `replay` console script at {REPLAY_SCRIPT}; install the package with `pip install -e .`"
+    )
     _, demo_out = demo_run
     out = tmp_path / "out"
 

@@ -3,7 +3,7 @@ and the real daemon through a provider outage.
 
 The end-to-end tests run `carbon-scheduler run` against the fake API servers,
 with Electricity Maps sources served by the local carbon mock; a region's
-outage is the mock answering 503.
+outage is the mock returning 503.
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ class ElectricityMapsScript:
     (the zone is the region name). Each latest call returns the zone's next
     value, one hour after the previous one, or for a zone played `live` its
     value at the current second. History is always empty. For a zone in
-    `failing_zones`, latest answers 503."""
+    `failing_zones`, latest returns 503."""
 
     def __init__(self, server: MockServer, start: int) -> None:
         self.server = server

@@ -200,7 +200,7 @@ DEFAULT_STORE_FILE = "carbon-history.db"
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
-    """Where the daemon keeps its history of samples, forecasts and emissions.
+    """Location and credentials of the store that keeps the daemon's samples, forecasts and emissions.
 
     - `url`: anything `store.opening.open_store` accepts: a file path or
       `sqlite:` URL for the embedded SQLite store, `:memory:` for a store that

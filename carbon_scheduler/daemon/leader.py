@@ -267,8 +267,8 @@ class LeaderElector:
                     return
                 try:
                     # A hanging request must not keep this replica leading past the deadline.
-                    # asyncio.timeout, unlike wait_for on Python 3.11, never loses a
-                    # cancellation that arrives as the request completes.
+                    # On Python 3.11, wait_for can swallow a cancellation that arrives as
+                    # the request completes (CPython issue 86296), and asyncio.timeout does not.
                     async with asyncio.timeout(remaining):
                         renewed = await self.try_acquire_or_renew()
                 except TimeoutError:

@@ -3,7 +3,7 @@
 `StalenessMonitor.check` runs after every poll of a region's source and on a
 timer. It exports the data age and the stale flag, logs a warning when the
 region turns stale and a line when it recovers (never at every check), and
-tells the daemon when the region's effective level changed, because a stale
+reports to the daemon when the region's effective level changed, because a stale
 region's level then comes from the forecast (see `daemon.carbon_feed`).
 
 While a region is stale, the leader sends one `StaleCarbonData` Warning Event to
